@@ -1,0 +1,166 @@
+"""Our decoder against transformers' own implementation, on tiny random configs in float32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from models.attention import AttentionBatch
+from models.config import ModelConfig
+from models.kv_cache import BlockAllocator, BlockTable, KVCacheSpec, KVPool
+from models.transformer import Transformer, build_model
+
+TOLERANCE = 1e-4
+BLOCK_SIZE = 4  # small, so that short test sequences span several blocks
+
+HF_CLASSES = {
+    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+    "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+}
+
+
+def tiny_hf_model(architecture: str, **overrides) -> transformers.PreTrainedModel:
+    config_cls, model_cls = HF_CLASSES[architecture]
+    kwargs = dict(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+    )
+    if architecture == "mistral":
+        kwargs["sliding_window"] = None
+    kwargs.update(overrides)
+    torch.manual_seed(0)
+    return model_cls(config_cls(**kwargs)).float().eval()
+
+
+def ours_from_hf(hf_model: transformers.PreTrainedModel) -> Transformer:
+    config = ModelConfig.from_hf_dict(hf_model.config.to_dict())
+    return build_model(config, hf_model.state_dict(), torch.float32, torch.device("cpu"))
+
+
+class SequenceRunner:
+    """Feeds sequences through a model by hand, as the engine does, for tests."""
+
+    def __init__(self, model: Transformer, num_blocks: int = 64) -> None:
+        config = model.config
+        spec = KVCacheSpec(
+            config.num_layers, config.num_kv_heads, config.head_dim, torch.float32, BLOCK_SIZE
+        )
+        self.model = model
+        self.pool = KVPool(spec, num_blocks, torch.device("cpu"))
+        self.allocator = BlockAllocator(num_blocks)
+
+    def new_table(self) -> BlockTable:
+        return BlockTable(BLOCK_SIZE)
+
+    def forward(
+        self, tables: list[BlockTable], new_tokens: list[list[int]], all_logits: bool = True
+    ) -> list[torch.Tensor]:
+        """Append `new_tokens[i]` to sequence i; return logits [len(new_tokens[i]), V] for each."""
+        ids, positions, slots, starts, rows = [], [], [], [0], []
+        for table, tokens in zip(tables, new_tokens, strict=True):
+            start = table.num_tokens
+            table.reserve(start + len(tokens), self.allocator)
+            table.num_tokens = start + len(tokens)
+            ids += tokens
+            positions += range(start, start + len(tokens))
+            slots += table.slots(start, start + len(tokens))
+            first_row = starts[-1]
+            starts.append(first_row + len(tokens))
+            rows += range(first_row, starts[-1]) if all_logits else [starts[-1] - 1]
+        batch = AttentionBatch(
+            slot_mapping=torch.tensor(slots),
+            query_starts=tuple(starts),
+            context_lens=tuple(t.num_tokens for t in tables),
+            block_tables=tuple(torch.tensor(t.block_ids) for t in tables),
+        )
+        logits = self.model(
+            torch.tensor(ids), torch.tensor(positions), batch, self.pool, torch.tensor(rows)
+        )
+        per_seq = [len(t) if all_logits else 1 for t in new_tokens]
+        return list(logits.split(per_seq))
+
+
+def hf_logits(hf_model: transformers.PreTrainedModel, tokens: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return hf_model(torch.tensor([tokens])).logits[0].float()
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2", "mistral"])
+def test_prefill_decode_verify_and_rollback_match_transformers(architecture: str) -> None:
+    hf_model = tiny_hf_model(architecture)
+    runner = SequenceRunner(ours_from_hf(hf_model))
+    tokens = torch.randint(0, 97, (30,), generator=torch.Generator().manual_seed(1)).tolist()
+    table = runner.new_table()
+
+    # Prefill 11 tokens, decode 3 one by one, verify 5 at once.
+    (prefill,) = runner.forward([table], [tokens[:11]])
+    assert (prefill - hf_logits(hf_model, tokens[:11])).abs().max() < TOLERANCE
+    for n in range(11, 14):
+        (step,) = runner.forward([table], [[tokens[n]]])
+        assert (step[0] - hf_logits(hf_model, tokens[: n + 1])[-1]).abs().max() < TOLERANCE
+    (verify,) = runner.forward([table], [tokens[14:19]])
+    assert (verify - hf_logits(hf_model, tokens[:19])[14:19]).abs().max() < TOLERANCE
+
+    # Roll back 4 of the 5 verified tokens (crossing a block boundary), then decode other tokens.
+    table.truncate(15, runner.allocator)
+    (redo,) = runner.forward([table], [tokens[20:23]])
+    expected = hf_logits(hf_model, tokens[:15] + tokens[20:23])[15:18]
+    assert (redo - expected).abs().max() < TOLERANCE
+
+
+def test_batched_sequences_match_each_alone() -> None:
+    hf_model = tiny_hf_model("qwen2", tie_word_embeddings=True)
+    model = ours_from_hf(hf_model)
+    generator = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(0, 97, (n,), generator=generator).tolist() for n in (3, 9, 1, 17)]
+
+    alone = []
+    for prompt in prompts:
+        runner = SequenceRunner(model)
+        (logits,) = runner.forward([runner.new_table()], [prompt])
+        alone.append(logits)
+
+    runner = SequenceRunner(model)
+    tables = [runner.new_table() for _ in prompts]
+    together = runner.forward(tables, prompts)
+    for a, b in zip(alone, together, strict=True):
+        assert (a - b).abs().max() < TOLERANCE
+
+    # A mixed step: one token for some sequences, several for another.
+    steps = [[5], [6, 7, 8], [9], [10, 11]]
+    mixed = runner.forward(tables, steps)
+    for prompt, step, logits in zip(prompts, steps, mixed, strict=True):
+        assert (logits - hf_logits(hf_model, prompt + step)[-len(step) :]).abs().max() < TOLERANCE
+
+
+def test_only_requested_rows_are_scored() -> None:
+    hf_model = tiny_hf_model("llama")
+    runner = SequenceRunner(ours_from_hf(hf_model))
+    tokens = [1, 2, 3, 4, 5, 6]
+    (last,) = runner.forward([runner.new_table()], [tokens], all_logits=False)
+    assert last.shape == (1, 97)
+    assert (last[0] - hf_logits(hf_model, tokens)[-1]).abs().max() < TOLERANCE
+
+
+def test_llama3_rope_scaling_matches_transformers() -> None:
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 32,
+    }
+    hf_model = tiny_hf_model("llama", rope_scaling=scaling, rope_theta=500000.0)
+    runner = SequenceRunner(ours_from_hf(hf_model))
+    tokens = list(range(40))
+    (logits,) = runner.forward([runner.new_table()], [tokens])
+    assert (logits - hf_logits(hf_model, tokens)).abs().max() < TOLERANCE
