@@ -94,7 +94,7 @@ class ModelConfig:
         hidden = int(hf["hidden_size"])
         head_dim = hf.get("head_dim") or hidden // num_heads
         rope_params = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
-        rope_theta = hf.get("rope_theta", rope_params.get("rope_theta", 10000.0))
+        rope_theta = hf.get("rope_theta") or rope_params.get("rope_theta") or 10000.0
         scaling = None
         if rope_params.get("rope_type", rope_params.get("type")) == "llama3":
             scaling = RopeScaling(

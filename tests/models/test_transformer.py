@@ -7,43 +7,12 @@ import torch
 import transformers
 
 from models.attention import AttentionBatch
-from models.config import ModelConfig
 from models.kv_cache import BlockAllocator, BlockTable, KVCacheSpec, KVPool
-from models.transformer import Transformer, build_model
+from models.transformer import Transformer
+from tests.tiny import ours_from_hf, tiny_hf_model
 
 TOLERANCE = 1e-4
 BLOCK_SIZE = 4  # small, so that short test sequences span several blocks
-
-HF_CLASSES = {
-    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
-    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
-    "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
-}
-
-
-def tiny_hf_model(architecture: str, **overrides) -> transformers.PreTrainedModel:
-    config_cls, model_cls = HF_CLASSES[architecture]
-    kwargs = dict(
-        vocab_size=97,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        rope_theta=10000.0,
-        tie_word_embeddings=False,
-    )
-    if architecture == "mistral":
-        kwargs["sliding_window"] = None
-    kwargs.update(overrides)
-    torch.manual_seed(0)
-    return model_cls(config_cls(**kwargs)).float().eval()
-
-
-def ours_from_hf(hf_model: transformers.PreTrainedModel) -> Transformer:
-    config = ModelConfig.from_hf_dict(hf_model.config.to_dict())
-    return build_model(config, hf_model.state_dict(), torch.float32, torch.device("cpu"))
 
 
 class SequenceRunner:
