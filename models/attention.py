@@ -27,7 +27,11 @@ class AttentionBatch:
 
 
 def write_kv(
-    k_slots: torch.Tensor, v_slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: AttentionBatch
+    k_slots: torch.Tensor,
+    v_slots: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    batch: AttentionBatch,
 ) -> None:
     """Store the new tokens' keys and values. k_slots/v_slots: [N*S, Hkv, D]; k, v: [T, Hkv, D]."""
     k_slots.index_copy_(0, batch.slot_mapping, k)

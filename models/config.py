@@ -105,7 +105,9 @@ class ModelConfig:
                     rope_params["original_max_position_embeddings"]
                 ),
             )
-        window = hf.get("sliding_window") if hf.get("use_sliding_window", arch == "mistral") else None
+        window = (
+            hf.get("sliding_window") if hf.get("use_sliding_window", arch == "mistral") else None
+        )
         return cls(
             architecture=arch,
             vocab_size=int(hf["vocab_size"]),

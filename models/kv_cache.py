@@ -43,8 +43,8 @@ class KVCacheSpec:
     @property
     def bytes_per_block(self) -> int:
         element_bytes = torch.empty((), dtype=self.dtype).element_size()
-        # K and V for every layer.
-        return 2 * self.num_layers * self.block_size * self.num_kv_heads * self.head_dim * element_bytes
+        per_token = self.num_kv_heads * self.head_dim * element_bytes
+        return 2 * self.num_layers * self.block_size * per_token  # K and V in every layer
 
     def num_blocks_for_budget(self, budget_bytes: int) -> int:
         return max(budget_bytes // self.bytes_per_block, 1)
