@@ -1,4 +1,11 @@
-"""Paged attention in plain torch: each sequence reads its own blocks through its block table."""
+"""Paged attention in plain torch: every sequence reads its own blocks through its block table.
+
+All sequences of a forward are handled by one batched attention call: queries are gathered into
+a padded [B, Q, H, D] batch, each sequence's blocks into a padded [B, C, Hkv, D] batch, and a mask
+hides what lies past a query's own position (causality) or past the sequence's own context
+(padding). The index tensors and the mask are built once per forward and shared by every layer.
+B sequences, Q = most new tokens of any sequence, C = longest context rounded up to whole blocks.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +17,50 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class AttentionBatch:
-    """Where the T new tokens of B sequences sit, flattened in one forward.
-
-    Sequence i owns new tokens `query_starts[i]:query_starts[i + 1]`; after this forward it has
-    `context_lens[i]` cached tokens (old plus new), stored in `block_tables[i]`.
-    """
+    """Where the T new tokens of B sequences sit, and the gathers that batch their attention."""
 
     slot_mapping: torch.Tensor  # [T] int64: flat KV slot each new token is written to
-    query_starts: tuple[int, ...]  # B + 1 offsets into the T new tokens
-    context_lens: tuple[int, ...]  # B totals, cached plus new
-    block_tables: tuple[torch.Tensor, ...]  # B tensors [num_blocks_i] int64
+    block_tables: torch.Tensor  # [B, max_blocks] int64, padded with block 0 (masked out)
+    query_index: torch.Tensor  # [B, Q] int64 rows of T; padding repeats a valid row
+    output_rows: torch.Tensor  # [T] int64 rows of the flattened [B * Q] result, in T order
+    mask: torch.Tensor  # [B, 1, Q, C] bool: True where a query may attend a key
 
-    @property
-    def num_seqs(self) -> int:
-        return len(self.context_lens)
+    @classmethod
+    def build(
+        cls,
+        slots: list[int],
+        query_lens: list[int],
+        context_lens: list[int],
+        block_ids: list[list[int]],
+        block_size: int,
+        device: torch.device,
+    ) -> AttentionBatch:
+        """Index tensors for sequences with `query_lens[i]` new tokens, `context_lens[i]` total."""
+        num_seqs, max_query = len(query_lens), max(query_lens)
+        max_blocks = max(len(ids) for ids in block_ids)
+        tables = torch.zeros(num_seqs, max_blocks, dtype=torch.long)
+        for i, ids in enumerate(block_ids):
+            tables[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+
+        query_lens_t = torch.tensor(query_lens)
+        starts = torch.cumsum(query_lens_t, 0) - query_lens_t  # [B]
+        offsets = torch.arange(max_query)  # [Q]
+        valid = offsets[None, :] < query_lens_t[:, None]  # [B, Q]
+        clamped = torch.minimum(offsets[None, :], query_lens_t[:, None] - 1)
+        query_index = starts[:, None] + clamped
+        output_rows = (torch.arange(num_seqs)[:, None] * max_query + offsets[None, :])[valid]
+
+        # Query j of sequence i sits at position context_len - query_len + j.
+        positions = torch.tensor(context_lens)[:, None] - query_lens_t[:, None] + clamped  # [B, Q]
+        key_positions = torch.arange(max_blocks * block_size)  # [C]
+        mask = key_positions[None, None, :] <= positions[:, :, None]  # [B, Q, C]
+        return cls(
+            slot_mapping=torch.tensor(slots, dtype=torch.long, device=device),
+            block_tables=tables.to(device),
+            query_index=query_index.to(device),
+            output_rows=output_rows.to(device),
+            mask=mask.unsqueeze(1).to(device),
+        )
 
 
 def write_kv(
@@ -50,27 +87,20 @@ def paged_attention(
     q: [T, H, D]; k_cache, v_cache: one layer's pool, [N, S, Hkv, D] (new tokens already written).
     Returns [T, H, D].
     """
-    num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
-    out = torch.empty_like(q)
-    for i in range(batch.num_seqs):
-        start, end = batch.query_starts[i], batch.query_starts[i + 1]
-        num_new, context_len = end - start, batch.context_lens[i]
-        # Gather this sequence's blocks: [blocks_i, S, Hkv, D] -> [context_len, Hkv, D].
-        keys = k_cache[batch.block_tables[i]].view(-1, num_kv_heads, head_dim)[:context_len]
-        values = v_cache[batch.block_tables[i]].view(-1, num_kv_heads, head_dim)[:context_len]
-        mask = None
-        if num_new > 1:
-            # Query j sits at position context_len - num_new + j and sees keys up to it.
-            query_pos = torch.arange(context_len - num_new, context_len, device=q.device)
-            key_pos = torch.arange(context_len, device=q.device)
-            mask = key_pos[None, :] <= query_pos[:, None]  # [num_new, context_len]
-        attended = F.scaled_dot_product_attention(
-            q[start:end].transpose(0, 1),  # [H, num_new, D]
-            keys.transpose(0, 1),  # [Hkv, context_len, D]
-            values.transpose(0, 1),
-            attn_mask=mask,
-            scale=scale,
-            enable_gqa=True,
-        )
-        out[start:end] = attended.transpose(0, 1)
-    return out
+    num_seqs, max_blocks = batch.block_tables.shape
+    _, block_size, num_kv_heads, head_dim = k_cache.shape
+    context = max_blocks * block_size
+    # [B, max_blocks, S, Hkv, D] -> [B, Hkv, C, D]
+    keys = k_cache[batch.block_tables].view(num_seqs, context, num_kv_heads, head_dim)
+    values = v_cache[batch.block_tables].view(num_seqs, context, num_kv_heads, head_dim)
+    queries = q[batch.query_index]  # [B, Q, H, D]
+    attended = F.scaled_dot_product_attention(
+        queries.transpose(1, 2),  # [B, H, Q, D]
+        keys.transpose(1, 2),
+        values.transpose(1, 2),
+        attn_mask=batch.mask,
+        scale=scale,
+        enable_gqa=True,
+    )  # [B, H, Q, D]
+    flat = attended.transpose(1, 2).reshape(num_seqs * queries.shape[1], -1, head_dim)
+    return flat[batch.output_rows]

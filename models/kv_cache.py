@@ -1,4 +1,4 @@
-"""Paged KV cache: one preallocated pool of fixed-size blocks per model, and per-sequence block tables.
+"""Paged KV cache: a preallocated pool of fixed-size blocks per model, and per-sequence tables.
 
 Dimension names used in this package:
     L  layers            Hkv  key/value heads      D  head dim

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from models.kv_cache import OutOfBlocksError
+from models.kv_cache import BlockTable, OutOfBlocksError
 from models.transformer import Transformer
 from server.engine.detokenizer import IncrementalDetokenizer
 from server.engine.draft_length import choose_num_draft, update_acceptance
@@ -96,11 +96,15 @@ class LLMEngine:
             self.drafter = ModelDrafter(
                 self.draft, target.vocab_size, config.draft_confidence_threshold
             )
+        # Without a draft model, requests that name no drafter decode with the target alone.
+        needs_model = config.drafter in (DrafterKind.MODEL, DrafterKind.COMBINED)
+        self.default_drafter = DrafterKind.NONE if needs_model and not draft else config.drafter
         limits = [target.config.max_context] + ([draft.config.max_context] if draft else [])
         self.max_context = min([config.max_context or min(limits)] + limits)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.totals = EngineTotals()
+        self._num_generated_batches = 0
 
     # ----------------------------------------------------------------- requests
 
@@ -113,7 +117,7 @@ class LLMEngine:
     ) -> Sequence:
         """Queue a request; raises RequestError if it can never be served."""
         spec = spec or SpecParams()
-        drafter = spec.drafter or self.config.drafter
+        drafter = spec.drafter or self.default_drafter
         if drafter in (DrafterKind.MODEL, DrafterKind.COMBINED) and self.draft is None:
             raise RequestError(f"drafter {drafter.value!r} needs a draft model; none is loaded")
         self._check_length(len(prompt_ids), sampling.max_tokens)
@@ -180,14 +184,16 @@ class LLMEngine:
         """Move waiting requests to running while batch slots, KV blocks and the budget allow."""
         admitted: list[Sequence] = []
         budget = self.config.max_prefill_tokens
+        free_blocks = self._free_blocks()
         while self.waiting and len(self.running) < self.config.max_batch_size:
             seq = self.waiting[0]
-            needed = -(
-                -(seq.num_tokens + self.config.max_draft_tokens + 1) // self.config.block_size
-            )
-            if needed > self._free_blocks() or (admitted and seq.num_tokens > budget):
+            # Room for the prompt and one full speculative step after it.
+            lookahead = seq.num_tokens + self.config.max_draft_tokens + 1
+            needed = -(-lookahead // self.config.block_size)
+            if needed > free_blocks or (admitted and seq.num_tokens > budget):
                 break
             budget -= seq.num_tokens
+            free_blocks -= needed
             self.waiting.popleft()
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
@@ -274,22 +280,27 @@ class LLMEngine:
     def _make_room(self, seqs: list[Sequence], num_draft: list[int]) -> None:
         """Preempt the newest sequences until every remaining one has blocks for its step."""
         runners = [self.target] + ([self.draft] if self.draft else [])
-        while True:
-            short = False
-            for runner in runners:
-                need = 0
-                for seq, k in zip(seqs, num_draft, strict=True):
-                    if seq.status is not SeqStatus.RUNNING:
-                        continue
-                    table = seq.target_table if runner is self.target else seq.draft_table
-                    need += max(table.blocks_needed(seq.num_tokens + k + 1), 0)
-                short |= need > runner.allocator.num_free
-            running = [s for s in seqs if s.status is SeqStatus.RUNNING]
-            if not short:
-                return
-            if len(running) <= 1:
+        # Blocks each sequence needs this step, per model: its tokens plus the drafts and one more.
+        needs = [
+            [
+                max(self._table(seq, runner).blocks_needed(seq.num_tokens + k + 1), 0)
+                for runner in runners
+            ]
+            for seq, k in zip(seqs, num_draft, strict=True)
+        ]
+        totals = [sum(column) for column in zip(*needs, strict=True)]
+        live = len(seqs)
+        while any(t > r.allocator.num_free for t, r in zip(totals, runners, strict=True)):
+            if live <= 1:
                 raise OutOfBlocksError("KV cache too small for a single sequence's next step")
-            self._preempt(running[-1])
+            live -= 1
+            totals = [t - n for t, n in zip(totals, needs[live], strict=True)]
+            self._preempt(seqs[live])
+
+    def _table(self, seq: Sequence, runner: ModelRunner) -> BlockTable:
+        table = seq.target_table if runner is self.target else seq.draft_table
+        assert table is not None
+        return table
 
     def _preempt(self, seq: Sequence) -> None:
         """Free a sequence's KV and queue it first; it is recomputed when resources allow."""

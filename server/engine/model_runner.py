@@ -62,11 +62,13 @@ class ModelRunner:
             rows += range(starts[-1] - item.num_logits, starts[-1])
 
         device = self.device
-        batch = AttentionBatch(
-            slot_mapping=torch.tensor(slots, device=device),
-            query_starts=tuple(starts),
-            context_lens=tuple(item.table.num_tokens for item in items),
-            block_tables=tuple(torch.tensor(item.table.block_ids, device=device) for item in items),
+        batch = AttentionBatch.build(
+            slots=slots,
+            query_lens=[len(item.token_ids) for item in items],
+            context_lens=[item.table.num_tokens for item in items],
+            block_ids=[item.table.block_ids for item in items],
+            block_size=self.spec.block_size,
+            device=device,
         )
         logits = self.model(
             torch.tensor(input_ids, device=device),

@@ -6,9 +6,9 @@ import pytest
 import torch
 import transformers
 
-from models.attention import AttentionBatch
-from models.kv_cache import BlockAllocator, BlockTable, KVCacheSpec, KVPool
+from models.kv_cache import BlockTable, KVCacheSpec
 from models.transformer import Transformer
+from server.engine.model_runner import ForwardItem, ModelRunner
 from tests.tiny import ours_from_hf, tiny_hf_model
 
 TOLERANCE = 1e-4
@@ -23,39 +23,23 @@ class SequenceRunner:
         spec = KVCacheSpec(
             config.num_layers, config.num_kv_heads, config.head_dim, torch.float32, BLOCK_SIZE
         )
-        self.model = model
-        self.pool = KVPool(spec, num_blocks, torch.device("cpu"))
-        self.allocator = BlockAllocator(num_blocks)
+        self.runner = ModelRunner(
+            model, num_blocks * spec.bytes_per_block, BLOCK_SIZE, torch.device("cpu")
+        )
+        self.allocator = self.runner.allocator
 
     def new_table(self) -> BlockTable:
-        return BlockTable(BLOCK_SIZE)
+        return self.runner.new_table()
 
     def forward(
         self, tables: list[BlockTable], new_tokens: list[list[int]], all_logits: bool = True
     ) -> list[torch.Tensor]:
         """Append `new_tokens[i]` to sequence i; return logits [len(new_tokens[i]), V] for each."""
-        ids, positions, slots, starts, rows = [], [], [], [0], []
-        for table, tokens in zip(tables, new_tokens, strict=True):
-            start = table.num_tokens
-            table.reserve(start + len(tokens), self.allocator)
-            table.num_tokens = start + len(tokens)
-            ids += tokens
-            positions += range(start, start + len(tokens))
-            slots += table.slots(start, start + len(tokens))
-            first_row = starts[-1]
-            starts.append(first_row + len(tokens))
-            rows += range(first_row, starts[-1]) if all_logits else [starts[-1] - 1]
-        batch = AttentionBatch(
-            slot_mapping=torch.tensor(slots),
-            query_starts=tuple(starts),
-            context_lens=tuple(t.num_tokens for t in tables),
-            block_tables=tuple(torch.tensor(t.block_ids) for t in tables),
-        )
-        logits = self.model(
-            torch.tensor(ids), torch.tensor(positions), batch, self.pool, torch.tensor(rows)
-        )
-        per_seq = [len(t) if all_logits else 1 for t in new_tokens]
-        return list(logits.split(per_seq))
+        items = [
+            ForwardItem(table, tokens, len(tokens) if all_logits else 1)
+            for table, tokens in zip(tables, new_tokens, strict=True)
+        ]
+        return self.runner.forward(items)
 
 
 def hf_logits(hf_model: transformers.PreTrainedModel, tokens: list[int]) -> torch.Tensor:
