@@ -86,7 +86,9 @@ class Attention(nn.Module):
         self.qkv_proj = nn.Linear(
             config.hidden_size, self.q_size + 2 * self.kv_size, bias=config.attention_bias
         )
-        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=False)
+        # Llama's attention_bias covers the output projection too; Qwen2's bias stops at q, k, v.
+        o_bias = config.attention_bias and config.architecture != "qwen2"
+        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=o_bias)
         self.scale = config.head_dim**-0.5
 
     def forward(
@@ -220,6 +222,8 @@ class Transformer(nn.Module):
                 torch.cat([take(f"self_attn.{p}_proj.bias") for p in "qkv"], dim=0)
             )
         attn.o_proj.weight.copy_(take("self_attn.o_proj.weight"))
+        if attn.o_proj.bias is not None:
+            attn.o_proj.bias.copy_(take("self_attn.o_proj.bias"))
         layer.mlp.gate_up_proj.weight.copy_(
             torch.cat([take("mlp.gate_proj.weight"), take("mlp.up_proj.weight")], dim=0)
         )

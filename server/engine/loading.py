@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 from models.checkpoint import Checkpoint, load_checkpoint
-from models.tokenizer import check_compatible, eos_token_ids
+from models.tokenizer import check_compatible
 
 from models.transformer import Transformer, build_model
 from server.engine.engine import LLMEngine
@@ -48,7 +48,7 @@ def load_pair(
     target_ckpt = load_checkpoint(target, dtype)
     target_model = load_model(target_ckpt, dtype, device)
     tokenizer = target_ckpt.tokenizer
-    eos = eos_token_ids(tokenizer, None)
+    eos = target_ckpt.eos_token_ids
     target_name = target_ckpt.name
     del target_ckpt  # drop the loaded tensors before reading the next model
 
