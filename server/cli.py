@@ -1,0 +1,222 @@
+"""Command-line options of `python -m server`, parsed into frozen configuration objects.
+
+A bad value is reported by argparse as a usage error naming the option, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+
+from server.api.config import MAX_PORT, LogLevel, ServerConfig
+from server.engine.params import MAX_DRAFT_TOKENS, DrafterKind, EngineConfig
+
+DtypeName = Literal["bf16", "fp16", "fp32"]
+TORCH_DTYPES: dict[DtypeName, torch.dtype] = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": torch.float32,
+}
+
+# The packaged pair: Qwen2.5-Coder models share one tokenizer, so the small one can draft.
+DEFAULT_TARGET = "qwen2.5-coder-1.5b-instruct"
+DEFAULT_DRAFT = "qwen2.5-coder-0.5b-instruct"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+BYTES_PER_GIB = 1 << 30
+# Enough for a batch of 16 long code answers with the packaged pair in bf16.
+DEFAULT_KV_CACHE_GIB = 1.0
+DEFAULT_MAX_QUEUED = 64
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """Which checkpoints to load, in what precision, onto which device."""
+
+    target: str
+    # None: no draft model (speculation by prompt lookup only, or none).
+    draft: str | None
+    dtype: DtypeName
+    device: str
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return TORCH_DTYPES[self.dtype]
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Everything `python -m server` was asked to do."""
+
+    load: LoadConfig
+    engine: EngineConfig
+    server: ServerConfig
+    # The model answering requests that name none; None: the target.
+    default_model: str | None
+
+
+# ---------------------------------------------------------------------- value types
+
+
+def _bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"in [{low}, {high}]" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _device(text: str) -> str:
+    if not DEVICE_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m server",
+        description="OpenAI-compatible LLM server with speculative decoding.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_model_options(parser)
+    _add_engine_options(parser)
+    _add_server_options(parser)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("models")
+    group.add_argument(
+        "--target", default=DEFAULT_TARGET, help="target model: packaged name, GGUF file or HF dir"
+    )
+    drafts = group.add_mutually_exclusive_group()
+    drafts.add_argument("--draft", default=DEFAULT_DRAFT, help="draft model (same tokenizer)")
+    drafts.add_argument("--no-draft", action="store_true", help="load no draft model")
+    group.add_argument("--dtype", choices=get_args(DtypeName), default="bf16")
+    group.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
+    group.add_argument(
+        "--default-model",
+        default=None,
+        help="model answering requests that name none (default: the target)",
+    )
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine")
+    group.add_argument(
+        "--kv-cache-gb",
+        type=_positive_float,
+        default=DEFAULT_KV_CACHE_GIB,
+        help="KV cache budget in GiB, shared by the target and the draft",
+    )
+    group.add_argument(
+        "--drafter",
+        choices=[kind.value for kind in DrafterKind],
+        default=None,
+        help="default drafter (default: model with a draft model, none without)",
+    )
+    group.add_argument(
+        "--k",
+        type=_bounded_int(1, MAX_DRAFT_TOKENS),
+        default=EngineConfig.max_draft_tokens,
+        help="most draft tokens per step",
+    )
+    group.add_argument(
+        "--max-batch-size",
+        type=_bounded_int(1),
+        default=EngineConfig.max_batch_size,
+        help="most requests decoded together",
+    )
+    group.add_argument(
+        "--max-context",
+        type=_bounded_int(1),
+        default=None,
+        help="context limit in tokens (default: the models' own)",
+    )
+    group.add_argument(
+        "--no-prefix-cache", action="store_true", help="do not reuse KV of shared prompt prefixes"
+    )
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("server")
+    group.add_argument("--host", default=DEFAULT_HOST)
+    group.add_argument("--port", type=_bounded_int(1, MAX_PORT), default=DEFAULT_PORT)
+    group.add_argument(
+        "--max-queued",
+        type=_bounded_int(1),
+        default=DEFAULT_MAX_QUEUED,
+        help="requests allowed to wait; more are refused with 503",
+    )
+    group.add_argument(
+        "--response-cache-size",
+        type=_bounded_int(0),
+        default=ServerConfig.response_cache_size,
+        help="whole responses kept for repeated deterministic requests (0: none)",
+    )
+    group.add_argument("--log-level", choices=get_args(LogLevel), default="info")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> LaunchConfig:
+    """Parse the command line; exits with a usage error on bad or contradictory values."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    draft = None if args.no_draft else args.draft
+    drafter = _drafter(parser, args.drafter, has_draft=draft is not None)
+    try:
+        engine = EngineConfig(
+            drafter=drafter,
+            max_draft_tokens=args.k,
+            max_batch_size=args.max_batch_size,
+            kv_cache_bytes=int(args.kv_cache_gb * BYTES_PER_GIB),
+            max_context=args.max_context,
+            enable_prefix_cache=not args.no_prefix_cache,
+        )
+        server = ServerConfig(
+            host=args.host,
+            port=args.port,
+            max_queued=args.max_queued,
+            response_cache_size=args.response_cache_size,
+            log_level=args.log_level,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    load = LoadConfig(target=args.target, draft=draft, dtype=args.dtype, device=args.device)
+    return LaunchConfig(load=load, engine=engine, server=server, default_model=args.default_model)
+
+
+def _drafter(parser: argparse.ArgumentParser, choice: str | None, has_draft: bool) -> DrafterKind:
+    if choice is None:
+        return DrafterKind.MODEL if has_draft else DrafterKind.NONE
+    drafter = DrafterKind(choice)
+    if not has_draft and drafter in (DrafterKind.MODEL, DrafterKind.COMBINED):
+        parser.error(
+            f"argument --drafter: {choice!r} needs a draft model; it conflicts with --no-draft"
+        )
+    return drafter
