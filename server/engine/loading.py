@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass
 
 import torch
+
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.tokenizer import check_compatible
-
 from models.transformer import Transformer, build_model
 from server.engine.engine import LLMEngine
 from server.engine.params import EngineConfig
