@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from fastapi import Request
 
@@ -79,8 +79,8 @@ class GenerationStream:
         outputs = engine.generate(
             request_id, engine_request.prompt_ids, engine_request.sampling, engine_request.spec
         )
-        # `generate` is an async generator (annotated as an iterator): closing it aborts.
-        self._outputs = cast(AsyncGenerator[RequestOutput, None], outputs)
+        # Closing the generator aborts the request in the engine.
+        self._outputs = outputs
         self._closed = False
 
     async def first(self, http_request: Request) -> RequestOutput:

@@ -182,7 +182,7 @@ def build_engine_request(
         )
     )
     spec = _value_checked(lambda: spec_params(request.speculative))
-    drafter = spec.drafter or engine.config.drafter
+    drafter = spec.drafter or engine.default_drafter
     if drafter in (DrafterKind.MODEL, DrafterKind.COMBINED) and engine.draft is None:
         raise invalid_request(
             f"drafter {drafter.value!r} needs a draft model and none is loaded; "

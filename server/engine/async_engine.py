@@ -11,7 +11,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from server.engine.engine import LLMEngine, RequestError, RequestOutput
@@ -62,6 +62,11 @@ class AsyncEngine:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def is_alive(self) -> bool:
+        """Whether the engine thread is running (False before start and after shutdown)."""
+        return self._thread.is_alive()
+
     def shutdown(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
         self._thread.join(timeout_s)
@@ -76,7 +81,7 @@ class AsyncEngine:
         prompt_ids: list[int],
         sampling: SamplingParams,
         spec: SpecParams | None = None,
-    ) -> AsyncIterator[RequestOutput]:
+    ) -> AsyncGenerator[RequestOutput, None]:
         """Yield the request's outputs step by step; cancelling the iterator aborts the request."""
         if self.num_waiting >= self.max_queued:
             raise QueueFullError(f"{self.num_waiting} requests are already waiting")
@@ -116,7 +121,10 @@ class AsyncEngine:
             for output in outputs:
                 self._deliver(output)
             if self.on_step is not None:
-                self.on_step(self.engine, outputs)
+                try:
+                    self.on_step(self.engine, outputs)
+                except Exception:
+                    logger.exception("step callback failed")
 
     def _apply_commands(self, block: bool) -> None:
         try:
@@ -143,6 +151,11 @@ class AsyncEngine:
             )
         except RequestError as error:
             command.loop.call_soon_threadsafe(command.sink.put_nowait, error)
+            return
+        except Exception as error:  # a bad request must never take the engine thread down
+            logger.exception("could not add request %s", command.request_id)
+            failure = RuntimeError(f"could not start generation: {error}")
+            command.loop.call_soon_threadsafe(command.sink.put_nowait, failure)
             return
         self._sinks[command.request_id] = command
 
