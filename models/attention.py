@@ -1,6 +1,6 @@
 """Paged attention in plain torch: every sequence reads its own blocks through its block table.
 
-All sequences of a forward are handled by one batched attention call: queries are gathered into
+All sequences of a forward share one batched attention computation: queries are gathered into
 a padded [B, Q, H, D] batch, each sequence's blocks into a padded [B, C, Hkv, D] batch, and a mask
 hides what lies past a query's own position (causality) or past the sequence's own context
 (padding). The index tensors and the mask are built once per forward and shared by every layer.
@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -86,21 +85,42 @@ def paged_attention(
 
     q: [T, H, D]; k_cache, v_cache: one layer's pool, [N, S, Hkv, D] (new tokens already written).
     Returns [T, H, D].
+
+    Written as two matmuls around a float32 softmax rather than a fused kernel because each query
+    row's result must not depend on how many rows share the call: a verify step scores k + 1
+    positions at once and must give the same logits as k + 1 single-token steps, or greedy
+    speculative output drifts from target-only output in bfloat16. The fused CPU kernel splits
+    its work by the number of queries; plain matmuls here compute every row the same way.
     """
     num_seqs, max_blocks = batch.block_tables.shape
     _, block_size, num_kv_heads, head_dim = k_cache.shape
     context = max_blocks * block_size
+    num_heads = q.shape[1]
+    group = num_heads // num_kv_heads
     # [B, max_blocks, S, Hkv, D] -> [B, Hkv, C, D]
     keys = k_cache[batch.block_tables].view(num_seqs, context, num_kv_heads, head_dim)
     values = v_cache[batch.block_tables].view(num_seqs, context, num_kv_heads, head_dim)
+    keys, values = keys.transpose(1, 2), values.transpose(1, 2)
     queries = q[batch.query_index]  # [B, Q, H, D]
-    attended = F.scaled_dot_product_attention(
-        queries.transpose(1, 2),  # [B, H, Q, D]
-        keys.transpose(1, 2),
-        values.transpose(1, 2),
-        attn_mask=batch.mask,
-        scale=scale,
-        enable_gqa=True,
-    )  # [B, H, Q, D]
-    flat = attended.transpose(1, 2).reshape(num_seqs * queries.shape[1], -1, head_dim)
-    return flat[batch.output_rows]
+    max_query = queries.shape[1]
+    # Query heads grouped under their KV head: [B, Hkv, G * Q, D], row g * Q + j.
+    grouped = queries.view(num_seqs, max_query, num_kv_heads, group, head_dim)
+    grouped = grouped.permute(0, 2, 3, 1, 4).reshape(num_seqs, num_kv_heads, group * max_query, -1)
+    mask = batch.mask.expand(num_seqs, group, max_query, context)
+    mask = mask.reshape(num_seqs, 1, group * max_query, context)
+
+    out = torch.empty_like(grouped)
+    for start in range(0, group * max_query, QUERY_CHUNK):
+        rows = slice(start, start + QUERY_CHUNK)
+        scores = torch.matmul(grouped[:, :, rows], keys.transpose(-1, -2)).float() * scale
+        scores = scores.masked_fill(~mask[:, :, rows], float("-inf"))
+        probs = torch.softmax(scores, dim=-1).to(values.dtype)
+        out[:, :, rows] = torch.matmul(probs, values)  # [B, Hkv, rows, D]
+
+    # [B, Hkv, G, Q, D] -> [B, Q, H, D] -> rows of T
+    out = out.view(num_seqs, num_kv_heads, group, max_query, head_dim).permute(0, 3, 1, 2, 4)
+    return out.reshape(num_seqs * max_query, num_heads, head_dim)[batch.output_rows]
+
+
+# Query rows scored per matmul: bounds the float32 score matrix on long prefills.
+QUERY_CHUNK = 1024

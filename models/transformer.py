@@ -154,9 +154,10 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary = Rotary(config)
-        # [V_head, hidden]. Tied to the embedding unless the checkpoint has its own; a drafter may
-        # replace it by a subset of rows (see `restrict_head`).
-        self.lm_head = nn.Parameter(torch.empty(config.vocab_size, config.hidden_size))
+        # Weight [V_head, hidden]. Shares the embedding when tied; a drafter may keep only some
+        # rows (see `restrict_head`) or quantize it (models.quantize).
+        self.lm_head: nn.Module = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # Token id of each logits column when the head keeps a subset of rows; None: all, in order.
         self.head_token_ids: torch.Tensor | None = None
 
     @property
@@ -181,11 +182,14 @@ class Transformer(nn.Module):
         for layer in self.layers:
             x = layer(x, positions, self.rotary, batch, kv_pool)
         x = self.norm(x[logits_indices])  # the norm is per row, so select rows first
-        return F.linear(x, self.lm_head).float()
+        return self.lm_head(x).float()
 
     def restrict_head(self, token_ids: torch.Tensor) -> None:
         """Score only `token_ids` [V_head] (sorted ids); logits column j then means token_ids[j]."""
-        self.lm_head = nn.Parameter(self.lm_head.data[token_ids].clone(), requires_grad=False)
+        weight = self.lm_head.weight.data[token_ids.to(self.lm_head.weight.device)]
+        head = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device)
+        head.weight = nn.Parameter(weight.clone(), requires_grad=False)
+        self.lm_head = head
         self.head_token_ids = token_ids
 
     def load_hf_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
@@ -197,9 +201,9 @@ class Transformer(nn.Module):
             own["norm.weight"].copy_(weights.pop("norm.weight"))
             head = weights.pop("lm_head.weight", None)
             if head is None:
-                self.lm_head = self.embed_tokens.weight  # tied: share storage, no copy
+                self.lm_head.weight = self.embed_tokens.weight  # tied: share storage, no copy
             else:
-                self.lm_head.copy_(head)
+                self.lm_head.weight.copy_(head)
             for i, layer in enumerate(self.layers):
                 self._load_layer(layer, i, weights)
         weights = {k: v for k, v in weights.items() if "rotary_emb" not in k}

@@ -48,7 +48,7 @@ def tiny_model(vocab_size: int, seed: int = 0, head_scale: float = 1.0) -> Trans
     """Our tiny decoder; `head_scale` sharpens its distributions (random heads are nearly flat)."""
     model = ours_from_hf(tiny_hf_model("qwen2", vocab_size=vocab_size, seed=seed))
     with torch.no_grad():
-        model.lm_head.mul_(head_scale)
+        model.lm_head.weight.mul_(head_scale)
     return model
 
 

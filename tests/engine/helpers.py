@@ -43,5 +43,5 @@ def shifted_head_copy(model: Transformer) -> Transformer:
     """
     draft = copy.deepcopy(model)
     with torch.no_grad():
-        draft.lm_head = torch.nn.Parameter(model.lm_head.roll(1, dims=0), requires_grad=False)
+        draft.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.roll(1, dims=0))
     return draft
