@@ -44,7 +44,13 @@ def _serve(config: LaunchConfig) -> int:
         logger.error("--device %s: no CUDA device is available", config.load.device)
         return EXIT_USAGE
     try:
-        pair = load_pair(config.load.target, config.load.draft, config.load.torch_dtype, device)
+        pair = load_pair(
+            config.load.target,
+            config.load.draft,
+            config.load.torch_dtype,
+            device,
+            config.load.draft_options(device),
+        )
         models = ServedModels(pair.target_name, pair.draft_name, config.default_model)
     except (OSError, ValueError) as error:
         logger.error(

@@ -6,6 +6,7 @@ A bad value is reported by argparse as a usage error naming the option, never a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Literal, get_args
 import torch
 
 from server.api.config import MAX_PORT, LogLevel, ServerConfig
+from server.engine.loading import DraftOptions
 from server.engine.params import MAX_DRAFT_TOKENS, DrafterKind, EngineConfig
 
 DtypeName = Literal["bf16", "fp16", "fp32"]
@@ -29,6 +31,7 @@ DEFAULT_DRAFT = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 BYTES_PER_GIB = 1 << 30
+BYTES_PER_MIB = 1 << 20
 # Enough for a batch of 16 long code answers with the packaged pair in bf16.
 DEFAULT_KV_CACHE_GIB = 1.0
 DEFAULT_MAX_QUEUED = 64
@@ -45,6 +48,20 @@ class LoadConfig:
     draft: str | None
     dtype: DtypeName
     device: str
+    # "auto": int8 with a trimmed head on the CPU, untouched on CUDA (DraftOptions.auto).
+    draft_quantization: Literal["auto", "none", "int8"] = "auto"
+    # None with "auto": the measured default; 0: the full head.
+    draft_head_tokens: int | None = None
+
+    def draft_options(self, device: torch.device) -> DraftOptions:
+        """The draft's cost cuts for `device`, explicit choices overriding the measured defaults."""
+        options = DraftOptions.auto(device)
+        if self.draft_quantization != "auto":
+            options = dataclasses.replace(options, quantization=self.draft_quantization)
+        if self.draft_head_tokens is not None:
+            head = self.draft_head_tokens or None
+            options = dataclasses.replace(options, head_tokens=head)
+        return options
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -119,6 +136,19 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     drafts.add_argument("--draft", default=DEFAULT_DRAFT, help="draft model (same tokenizer)")
     drafts.add_argument("--no-draft", action="store_true", help="load no draft model")
     group.add_argument("--dtype", choices=get_args(DtypeName), default="bf16")
+    group.add_argument(
+        "--draft-quant",
+        choices=("auto", "none", "int8"),
+        default="auto",
+        help="draft weight quantization (auto: int8 on the CPU, none on CUDA)",
+    )
+    group.add_argument(
+        "--draft-head-tokens",
+        type=_bounded_int(0),
+        default=None,
+        help="score only this many frequent tokens in the draft head (0: all; default: "
+        "32768 on the CPU, all on CUDA)",
+    )
     group.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
     group.add_argument(
         "--default-model",
@@ -180,6 +210,12 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         default=ServerConfig.response_cache_size,
         help="whole responses kept for repeated deterministic requests (0: none)",
     )
+    group.add_argument(
+        "--response-cache-mb",
+        type=_positive_float,
+        default=ServerConfig.response_cache_bytes / BYTES_PER_MIB,
+        help="memory bound of the response cache in MiB (estimated)",
+    )
     group.add_argument("--log-level", choices=get_args(LogLevel), default="info")
 
 
@@ -203,11 +239,19 @@ def parse_args(argv: Sequence[str] | None = None) -> LaunchConfig:
             port=args.port,
             max_queued=args.max_queued,
             response_cache_size=args.response_cache_size,
+            response_cache_bytes=int(args.response_cache_mb * BYTES_PER_MIB),
             log_level=args.log_level,
         )
     except ValueError as error:
         parser.error(str(error))
-    load = LoadConfig(target=args.target, draft=draft, dtype=args.dtype, device=args.device)
+    load = LoadConfig(
+        target=args.target,
+        draft=draft,
+        dtype=args.dtype,
+        device=args.device,
+        draft_quantization=args.draft_quant,
+        draft_head_tokens=args.draft_head_tokens,
+    )
     return LaunchConfig(load=load, engine=engine, server=server, default_model=args.default_model)
 
 
