@@ -87,6 +87,8 @@ class BlockAllocator:
     block_keys: dict[int, bytes] = field(default_factory=dict)
     key_to_block: dict[bytes, int] = field(default_factory=dict)
     idle_cached: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    # Idle cached blocks taken back for new content since start (prefix-cache evictions).
+    num_evictions: int = 0
 
     def __post_init__(self) -> None:
         # Pop from the end, so hand out low ids first (easier to read in tests and dumps).
@@ -108,6 +110,7 @@ class BlockAllocator:
         elif self.idle_cached:
             block_id, _ = self.idle_cached.popitem(last=False)
             self._forget_key(block_id)
+            self.num_evictions += 1
         else:
             raise OutOfBlocksError(f"KV pool exhausted ({self.num_blocks} blocks in use)")
         self.ref_counts[block_id] = 1
@@ -153,11 +156,18 @@ class BlockAllocator:
 
 @dataclass
 class BlockTable:
-    """The blocks holding one sequence's cached tokens, in order."""
+    """The blocks holding one sequence's cached tokens, in order.
+
+    `block_keys[i]` is the prefix-cache content key of block i, known for the leading blocks that
+    are full and final (reused from the cache or registered since). Keys are kept even for blocks
+    the allocator did not register (same content held elsewhere): the next block's key chains on
+    them.
+    """
 
     block_size: int
     block_ids: list[int] = field(default_factory=list)
     num_tokens: int = 0
+    block_keys: list[bytes] = field(default_factory=list)
 
     def slot(self, position: int) -> int:
         return self.block_ids[position // self.block_size] * self.block_size + (
@@ -183,9 +193,13 @@ class BlockTable:
         keep = -(-num_tokens // self.block_size)
         while len(self.block_ids) > keep:
             allocator.release(self.block_ids.pop())
+        # A keyed block is full and final, so rollback never reaches one; trim anyway, so that
+        # a key can never outlive the content it names.
+        del self.block_keys[num_tokens // self.block_size :]
 
     def free(self, allocator: BlockAllocator) -> None:
         for block_id in reversed(self.block_ids):
             allocator.release(block_id)
         self.block_ids.clear()
+        self.block_keys.clear()
         self.num_tokens = 0

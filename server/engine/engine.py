@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from models.kv_cache import BlockTable, OutOfBlocksError
 from models.transformer import Transformer
+from server.caches.prefix_cache import PrefixCache
 from server.engine.detokenizer import IncrementalDetokenizer
 from server.engine.draft_length import choose_num_draft, update_acceptance
 from server.engine.drafters import ModelDrafter, Proposal, find_ngram_continuation
@@ -65,10 +66,14 @@ class EngineTotals:
     """Engine-wide counters since start."""
 
     spec: SpecStats = field(default_factory=SpecStats)
+    # Prompt tokens the target computed; those reused from the prefix cache are not counted.
     num_prompt_tokens: int = 0
     num_generated_tokens: int = 0
     num_finished: int = 0
     num_preempted: int = 0
+    # Prefix cache, in target tokens (vLLM's counting): looked up at admission, and reused.
+    num_prefix_cache_queries: int = 0
+    num_prefix_cache_hits: int = 0
 
 
 class LLMEngine:
@@ -105,6 +110,13 @@ class LLMEngine:
         self.running: list[Sequence] = []
         self.totals = EngineTotals()
         self._num_generated_batches = 0
+        # One prefix cache per pool, salted by role so the pools' keys never meet; None: off.
+        self.target_prefixes: PrefixCache | None = None
+        self.draft_prefixes: PrefixCache | None = None
+        if config.enable_prefix_cache:
+            self.target_prefixes = _prefix_cache(self.target, "target")
+            if self.draft is not None:
+                self.draft_prefixes = _prefix_cache(self.draft, "draft")
 
     # ----------------------------------------------------------------- requests
 
@@ -184,39 +196,49 @@ class LLMEngine:
         """Move waiting requests to running while batch slots, KV blocks and the budget allow."""
         admitted: list[Sequence] = []
         budget = self.config.max_prefill_tokens
-        free_blocks = self._free_blocks()
+        runners = [self.target] + ([self.draft] if self.draft else [])
+        # Blocks the sequences admitted so far will still allocate, per pool. `num_free` counts
+        # idle cached blocks as free (they are evictable), and a reused block already left that
+        # count when it was retained, so only blocks yet to allocate are charged here.
+        pending = [0] * len(runners)
         while self.waiting and len(self.running) < self.config.max_batch_size:
             seq = self.waiting[0]
+            num_reused = self._attach_cached_prefix(seq)
             # Room for the prompt and one full speculative step after it.
             lookahead = seq.num_tokens + self.config.max_draft_tokens + 1
-            needed = -(-lookahead // self.config.block_size)
-            if needed > free_blocks or (admitted and seq.num_tokens > budget):
+            to_allocate = [
+                max(self._table(seq, runner).blocks_needed(lookahead), 0) for runner in runners
+            ]
+            fits = all(
+                p + n <= r.allocator.num_free
+                for p, n, r in zip(pending, to_allocate, runners, strict=True)
+            )
+            num_to_compute = seq.num_tokens - num_reused
+            if not fits or (admitted and num_to_compute > budget):
+                self._detach_cached_prefix(seq)
                 break
-            budget -= seq.num_tokens
-            free_blocks -= needed
+            budget -= num_to_compute
+            pending = [p + n for p, n in zip(pending, to_allocate, strict=True)]
+            self._count_prefix_hits(seq, num_reused)
             self.waiting.popleft()
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
             admitted.append(seq)
         return admitted
 
-    def _free_blocks(self) -> int:
-        free = self.target.allocator.num_free
-        if self.draft is not None:
-            free = min(free, self.draft.allocator.num_free)
-        return free
-
     def _prefill(self, seqs: list[Sequence]) -> None:
         items = []
         for seq in seqs:
-            # A fresh prompt is computed whole and its first token sampled; a sequence resumed
-            # after preemption already has its next token, so everything before it is recomputed.
+            # A fresh prompt is computed and its first token sampled; a sequence resumed after
+            # preemption already has its next token, so everything before it is recomputed. Both
+            # start after the blocks reused from the prefix cache, if any.
             fresh = seq.num_output_tokens == 0
-            end = seq.num_tokens if fresh else seq.num_tokens - 1
-            tokens = seq.token_ids[seq.target_table.num_tokens : end]
+            tokens = seq.token_ids[seq.target_table.num_tokens : self._prefill_end(seq)]
             items.append(ForwardItem(seq.target_table, tokens, 1 if fresh else 0))
         logits = self.target.forward(items)
         self.totals.num_prompt_tokens += sum(len(item.token_ids) for item in items)
+        for seq in seqs:
+            self._register_final_blocks(seq)
 
         fresh_rows = [(seq, rows) for seq, rows in zip(seqs, logits, strict=True) if rows.numel()]
         if not fresh_rows:
@@ -358,11 +380,17 @@ class LLMEngine:
         seq.target_table.truncate(min(seq.target_table.num_tokens, keep), self.target.allocator)
         if self.draft is not None and seq.draft_table is not None:
             seq.draft_table.truncate(min(seq.draft_table.num_tokens, keep), self.draft.allocator)
+        self._register_final_blocks(seq)
 
     def _finish(self, seq: Sequence, reason: FinishReason) -> None:
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = reason
         seq.detokenizer.flush()
+        # A finished answer's blocks are what the next turn of a conversation reuses. Aborts
+        # skip this: they can come after a failed step whose KV writes never happened, and the
+        # blocks keyed by earlier steps stay cached anyway.
+        if reason is not FinishReason.ABORT:
+            self._register_final_blocks(seq)
         seq.target_table.free(self.target.allocator)
         if self.draft is not None and seq.draft_table is not None:
             seq.draft_table.free(self.draft.allocator)
@@ -385,6 +413,57 @@ class LLMEngine:
             stats=seq.stats,
             first_token_s=seq.first_token_s,
         )
+
+    # ----------------------------------------------------------------- prefix cache
+
+    def _attach_cached_prefix(self, seq: Sequence) -> int:
+        """Give a waiting sequence's empty tables their cached prefix; return target tokens reused.
+
+        At least one token is left to compute: a fresh prompt's last token, whose logits give the
+        first output token, or (resumed after preemption) the token before the newest one.
+        """
+        if self.target_prefixes is None or not seq.sampling.use_prefix_cache:
+            return 0
+        max_reuse = self._prefill_end(seq) - 1
+        num_reused = self.target_prefixes.attach_prefix(seq.target_table, seq.token_ids, max_reuse)
+        # The draft catches up lazily when it drafts; only sequences it drafts for need its KV.
+        uses_draft = seq.drafter in (DrafterKind.MODEL, DrafterKind.COMBINED)
+        if self.draft_prefixes is not None and seq.draft_table is not None and uses_draft:
+            self.draft_prefixes.attach_prefix(seq.draft_table, seq.token_ids, max_reuse)
+        return num_reused
+
+    def _detach_cached_prefix(self, seq: Sequence) -> None:
+        """Undo `_attach_cached_prefix` for a sequence that stays waiting."""
+        seq.target_table.free(self.target.allocator)
+        if self.draft is not None and seq.draft_table is not None:
+            seq.draft_table.free(self.draft.allocator)
+
+    def _count_prefix_hits(self, seq: Sequence, num_reused: int) -> None:
+        if self.target_prefixes is None or not seq.sampling.use_prefix_cache:
+            return
+        self.totals.num_prefix_cache_queries += self._prefill_end(seq)
+        self.totals.num_prefix_cache_hits += num_reused
+        if seq.num_output_tokens == 0:  # a resumed sequence keeps its first admission's count
+            seq.num_cached_prompt_tokens = num_reused
+
+    def _register_final_blocks(self, seq: Sequence) -> None:
+        """Key the full blocks of both tables whose tokens are all accepted (see prefix_cache).
+
+        Every position below `num_tokens - 1` holds the KV of an accepted token in any table
+        that reaches it: the verify and draft forwards fed exactly the kept tokens up to there.
+        """
+        if not seq.sampling.use_prefix_cache:
+            return
+        num_final = seq.num_tokens - 1
+        if self.target_prefixes is not None:
+            self.target_prefixes.register_final_blocks(seq.target_table, seq.token_ids, num_final)
+        if self.draft_prefixes is not None and seq.draft_table is not None:
+            self.draft_prefixes.register_final_blocks(seq.draft_table, seq.token_ids, num_final)
+
+    @staticmethod
+    def _prefill_end(seq: Sequence) -> int:
+        """Tokens the target must hold after prefill: the prompt, or all but the newest token."""
+        return seq.num_tokens if seq.num_output_tokens == 0 else seq.num_tokens - 1
 
     # ----------------------------------------------------------------- convenience
 
@@ -429,6 +508,13 @@ def _logprob(logits: torch.Tensor, token: int, num_top: int) -> TokenLogprob:
         values, ids = logprobs.topk(num_top)
         top = list(zip(ids.tolist(), values.tolist(), strict=True))
     return TokenLogprob(token, float(logprobs[token]), top)
+
+
+def _prefix_cache(runner: ModelRunner, role: str) -> PrefixCache:
+    """A prefix cache over one runner's pool, salted by the model's identity and its role."""
+    model = runner.model
+    salt = f"{role}|{model.config!r}|{model.embed_tokens.weight.dtype}"
+    return PrefixCache(runner.allocator, runner.block_size, salt)
 
 
 def _split_budget(

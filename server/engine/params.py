@@ -39,6 +39,9 @@ class SamplingParams:
     ignore_eos: bool = False
     # Number of most likely alternatives to report per output token (from the target); None: none.
     logprobs: int | None = None
+    # Whether this request may reuse cached prompt KV and leave its own for others. Changes
+    # speed only, never the tokens, which is why a response-cache key leaves it out.
+    use_prefix_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.max_tokens <= 0:

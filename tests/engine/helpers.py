@@ -25,8 +25,8 @@ def make_engine(
     **config,
 ) -> LLMEngine:
     """An engine over float32 tiny models; the confidence cutoff is off unless asked for."""
+    config.setdefault("kv_cache_bytes", KV_BYTES)
     engine_config = EngineConfig(
-        kv_cache_bytes=KV_BYTES,
         block_size=BLOCK_SIZE,
         draft_confidence_threshold=confidence_threshold,
         **config,
