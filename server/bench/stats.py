@@ -135,3 +135,38 @@ def mean_acceptance_length(accepted: Sequence[int], steps: Sequence[int]) -> flo
     if total_steps <= 0:
         raise ValueError("mean acceptance length needs at least one step")
     return (float(np.sum(accepted)) + total_steps) / total_steps
+
+
+# Bisection halves the bracket per step: 60 steps pin alpha far below float precision needs.
+BISECTION_STEPS = 60
+
+
+def implied_acceptance_rate(tokens_per_step: float, drafted_per_step: float) -> float:
+    """The i.i.d. acceptance rate alpha at which eq. 1 yields the measured tokens per step.
+
+    Inverts `expected_tokens_per_step`, (1 - alpha^(k+1)) / (1 - alpha) = tau, for alpha in
+    [0, 1], with k = `drafted_per_step` allowed to be fractional (a mean over steps of
+    varying length). The left side grows with alpha from 1 to k + 1, so bisection finds it;
+    tau outside [1, k + 1] is an error.
+    """
+    if drafted_per_step <= 0:
+        raise ValueError(f"drafted tokens per step must be positive, got {drafted_per_step}")
+    if not 1.0 <= tokens_per_step <= drafted_per_step + 1.0:
+        raise ValueError(
+            f"tokens per step must lie in [1, k + 1] = [1, {drafted_per_step + 1}], "
+            f"got {tokens_per_step}"
+        )
+
+    def tokens_at(alpha: float) -> float:
+        if alpha >= 1.0:
+            return drafted_per_step + 1.0
+        return (1.0 - alpha ** (drafted_per_step + 1.0)) / (1.0 - alpha)
+
+    low, high = 0.0, 1.0
+    for _ in range(BISECTION_STEPS):
+        middle = (low + high) / 2.0
+        if tokens_at(middle) < tokens_per_step:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2.0
