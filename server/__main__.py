@@ -51,7 +51,9 @@ def _serve(config: LaunchConfig) -> int:
             device,
             config.load.draft_options(device),
         )
-        models = ServedModels(pair.target_name, pair.draft_name, config.default_model)
+        models = ServedModels(
+            pair.target_name, pair.draft_name, config.default_model, config.routing is not None
+        )
     except (OSError, ValueError) as error:
         logger.error(
             "cannot serve --target %s --draft %s: %s", config.load.target, config.load.draft, error
@@ -59,7 +61,7 @@ def _serve(config: LaunchConfig) -> int:
         return EXIT_USAGE
     engine = build_engine(pair, config.engine)
     _log_summary(config, pair, engine, device)
-    app = create_app(engine, models, config.server)
+    app = create_app(engine, models, config.server, router_config=config.routing)
     uvicorn.run(
         app,
         host=config.server.host,
@@ -103,6 +105,15 @@ def _log_summary(
         config.server.max_queued,
         "on" if engine.config.enable_prefix_cache else "off",
     )
+    if config.routing is not None:
+        escalation = config.routing.escalation
+        logger.info(
+            "routing: small tier %s alone, auto below score %.2f, escalation %s; default model %s",
+            pair.draft_name,
+            config.routing.threshold,
+            "off" if escalation is None else f"below {escalation.stat} {escalation.threshold:.2f}",
+            config.default_model or pair.target_name,
+        )
     logger.info("listening on http://%s:%d", config.server.host, config.server.port)
 
 

@@ -17,6 +17,10 @@ import torch
 from server.api.config import MAX_PORT, LogLevel, ServerConfig
 from server.engine.loading import DraftOptions
 from server.engine.params import MAX_DRAFT_TOKENS, DrafterKind, EngineConfig
+from server.router.config import DEFAULT_ROUTE_THRESHOLD, RouterConfig
+from server.router.escalation import ConfidenceStat, EscalationConfig
+from server.router.policy import FeatureWeights
+from server.router.uncertainty import DEFAULT_MAX_SCORED_TOKENS
 
 DtypeName = Literal["bf16", "fp16", "fp32"]
 TORCH_DTYPES: dict[DtypeName, torch.dtype] = {
@@ -77,6 +81,8 @@ class LaunchConfig:
     server: ServerConfig
     # The model answering requests that name none; None: the target.
     default_model: str | None
+    # None: serve the target only; else the draft also answers alone and `auto` routes.
+    routing: RouterConfig | None = None
 
 
 # ---------------------------------------------------------------------- value types
@@ -106,6 +112,27 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _weight(text: str) -> tuple[str, float]:
+    name, equals, number = text.partition("=")
+    try:
+        value = float(number)
+    except ValueError:
+        value = None
+    if not equals or not name or value is None:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}")
+    return name, value
+
+
 def _device(text: str) -> str:
     if not DEVICE_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
@@ -124,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(parser)
     _add_engine_options(parser)
     _add_server_options(parser)
+    _add_routing_options(parser)
     return parser
 
 
@@ -153,7 +181,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--default-model",
         default=None,
-        help="model answering requests that name none (default: the target)",
+        help="model or tier answering requests that name none (default: the target); with "
+        "--routing also small, large or auto",
     )
 
 
@@ -219,6 +248,50 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-level", choices=get_args(LogLevel), default="info")
 
 
+def _add_routing_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("routing")
+    group.add_argument(
+        "--routing",
+        action="store_true",
+        help="also serve the draft alone (model `small`, plain decoding, its own KV pool) and "
+        "route model `auto` between it and the target; the draft then keeps its full head",
+    )
+    group.add_argument(
+        "--route-threshold",
+        type=_unit_float,
+        default=DEFAULT_ROUTE_THRESHOLD,
+        help="auto requests whose routing score is below this go to the small model",
+    )
+    group.add_argument(
+        "--route-weight",
+        type=_weight,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one weight of the routing score (repeatable); names: "
+        + ", ".join(field.name for field in dataclasses.fields(FeatureWeights)),
+    )
+    group.add_argument(
+        "--route-scored-tokens",
+        type=_bounded_int(1),
+        default=DEFAULT_MAX_SCORED_TOKENS,
+        help="last prompt tokens the small model scores to route a request",
+    )
+    group.add_argument(
+        "--escalation-threshold",
+        type=_unit_float,
+        default=None,
+        help="redo a non-streamed auto answer of the small model on the target when its "
+        "confidence is below this (default: never)",
+    )
+    group.add_argument(
+        "--escalation-stat",
+        choices=get_args(ConfidenceStat),
+        default="mean",
+        help="confidence of an answer: mean or min probability of its tokens",
+    )
+
+
 def parse_args(argv: Sequence[str] | None = None) -> LaunchConfig:
     """Parse the command line; exits with a usage error on bad or contradictory values."""
     parser = build_parser()
@@ -242,6 +315,7 @@ def parse_args(argv: Sequence[str] | None = None) -> LaunchConfig:
             response_cache_bytes=int(args.response_cache_mb * BYTES_PER_MIB),
             log_level=args.log_level,
         )
+        routing = _routing(parser, args, has_draft=draft is not None)
     except ValueError as error:
         parser.error(str(error))
     load = LoadConfig(
@@ -250,9 +324,48 @@ def parse_args(argv: Sequence[str] | None = None) -> LaunchConfig:
         dtype=args.dtype,
         device=args.device,
         draft_quantization=args.draft_quant,
-        draft_head_tokens=args.draft_head_tokens,
+        draft_head_tokens=_draft_head_tokens(parser, args.draft_head_tokens, routing is not None),
     )
-    return LaunchConfig(load=load, engine=engine, server=server, default_model=args.default_model)
+    return LaunchConfig(
+        load=load,
+        engine=engine,
+        server=server,
+        default_model=args.default_model,
+        routing=routing,
+    )
+
+
+def _routing(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, has_draft: bool
+) -> RouterConfig | None:
+    """The router's configuration with --routing, else None; raises ValueError on bad values."""
+    if not args.routing:
+        return None
+    if not has_draft:
+        parser.error("argument --routing: the small tier serves the draft model; drop --no-draft")
+    escalation = None
+    if args.escalation_threshold is not None:
+        escalation = EscalationConfig(args.escalation_threshold, args.escalation_stat)
+    return RouterConfig(
+        threshold=args.route_threshold,
+        weights=FeatureWeights().with_values(dict(args.route_weight)),
+        max_scored_tokens=args.route_scored_tokens,
+        escalation=escalation,
+    )
+
+
+def _draft_head_tokens(
+    parser: argparse.ArgumentParser, head_tokens: int | None, routing: bool
+) -> int | None:
+    """With routing the draft answers alone, so its head keeps every token (0 means all)."""
+    if not routing:
+        return head_tokens
+    if head_tokens:
+        parser.error(
+            "argument --draft-head-tokens: with --routing the draft answers alone and needs its "
+            "full head; use 0 or leave it out"
+        )
+    return 0
 
 
 def _drafter(parser: argparse.ArgumentParser, choice: str | None, has_draft: bool) -> DrafterKind:

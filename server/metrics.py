@@ -8,7 +8,12 @@ Three kinds of numbers, updated in three places:
 - engine state (running and waiting requests, KV blocks in use) read when /metrics is scraped,
   so that it is current even when the engine is idle (an aborted request frees its blocks without
   a step).
-The speculation counters keep vLLM's names (`spec_decode_num_drafts`, ...), under our prefix.
+With routing, a second engine (the small tier) runs beside the first: its tokens count under
+`tier_generation_tokens{tier="small"}` and its KV blocks under `model="small"`; every other
+engine counter describes the large (speculative) engine.
+The speculation and prefix-cache counters keep vLLM's names (`spec_decode_num_drafts`,
+`prefix_cache_queries`, ...), under our prefix. Prefix-cache queries and hits count prompt tokens
+(looked up, and reused); response-cache hits and misses count requests.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from prometheus_client import (
 )
 
 from models.kv_cache import BlockAllocator
+from server.caches.response_cache import ResponseCache
 from server.engine.engine import LLMEngine, RequestOutput
 
 logger = logging.getLogger(__name__)
@@ -36,6 +42,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Time to first token spans a cached prompt on a GPU (milliseconds) to a long CPU prefill.
 TTFT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Router scores lie in (0, 1); tenths show where the threshold cuts.
+ROUTING_SCORE_BUCKETS = tuple(tenth / 10 for tenth in range(1, 10))
 # Whole requests run from one token to minutes of CPU generation.
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -48,10 +56,14 @@ class ServerMetrics:
         self._define_request_metrics()
         self._define_engine_state()
         self._define_speculation()
-        # Prefix-cache and response-cache counters belong here, defined by the caches' owners
-        # on this registry (hits, misses, evictions, cached tokens), labelled by cache.
+        self._define_prefix_cache()
+        self._define_response_cache()
+        self._define_routing()
         self._lock = threading.Lock()
         self._seen_generated = 0
+        self._seen_prefix_queries = 0
+        self._seen_prefix_hits = 0
+        self._seen_evictions: dict[str, int] = {}
         self._seen_drafts = 0
         self._seen_draft_tokens = 0
         self._seen_accepted = 0
@@ -140,6 +152,97 @@ class ServerMetrics:
             registry=registry,
         )
 
+    def _define_prefix_cache(self) -> None:
+        registry = self.registry
+        self.prefix_cache_queries = Counter(
+            self._name("prefix_cache_queries"),
+            "Prompt tokens looked up in the prefix cache.",
+            registry=registry,
+        )
+        self.prefix_cache_hits = Counter(
+            self._name("prefix_cache_hits"),
+            "Prompt tokens whose KV came from the prefix cache.",
+            registry=registry,
+        )
+        self.prefix_cache_hit_rate = Gauge(
+            self._name("prefix_cache_hit_rate"),
+            "Prefix-cache hits over queries since start, in tokens (0 before any query).",
+            registry=registry,
+        )
+        self.prefix_cache_evictions = Counter(
+            self._name("prefix_cache_evicted_blocks"),
+            "Cached KV blocks taken back for new content, per model.",
+            ["model"],
+            registry=registry,
+        )
+        self.kv_blocks_cached = Gauge(
+            self._name("kv_cache_blocks_cached_idle"),
+            "KV blocks held only by the prefix cache (counted free: evictable), per model.",
+            ["model"],
+            registry=registry,
+        )
+
+    def _define_response_cache(self) -> None:
+        registry = self.registry
+        self.response_cache_hits = Counter(
+            self._name("response_cache_hits"),
+            "Requests answered from the response cache.",
+            registry=registry,
+        )
+        self.response_cache_misses = Counter(
+            self._name("response_cache_misses"),
+            "Cacheable requests the response cache did not hold.",
+            registry=registry,
+        )
+        self.response_cache_evictions = Counter(
+            self._name("response_cache_evictions"),
+            "Responses dropped from the response cache to make room.",
+            registry=registry,
+        )
+        self.response_cache_entries = Gauge(
+            self._name("response_cache_entries"),
+            "Responses in the response cache.",
+            registry=registry,
+        )
+        self.response_cache_bytes = Gauge(
+            self._name("response_cache_bytes"),
+            "Estimated memory held by the response cache.",
+            registry=registry,
+        )
+
+    def _define_routing(self) -> None:
+        registry = self.registry
+        self.routed_requests = Counter(
+            self._name("routed_requests"),
+            "Generation requests, by the tier they named and the tier chosen to answer them "
+            "(before any escalation).",
+            ["requested", "tier"],
+            registry=registry,
+        )
+        self.routing_escalations = Counter(
+            self._name("routing_escalations"),
+            "Small-model answers redone by the large model for their low confidence.",
+            registry=registry,
+        )
+        self.routing_score = Histogram(
+            self._name("routing_score"),
+            "Router scores of auto requests (small model when below the threshold).",
+            buckets=ROUTING_SCORE_BUCKETS,
+            registry=registry,
+        )
+        self.routing_scoring_seconds = Histogram(
+            self._name("routing_scoring_seconds"),
+            "Seconds spent scoring an auto request (one small-model forward over its prompt).",
+            buckets=TTFT_BUCKETS_S,
+            registry=registry,
+        )
+        self.tier_generation_tokens = Counter(
+            self._name("tier_generation_tokens"),
+            "Tokens generated, by the tier whose engine generated them.",
+            ["tier"],
+            registry=registry,
+        )
+
     # ------------------------------------------------------------------ updates
 
     def bind_engine(self, engine: LLMEngine, num_waiting: Callable[[], int]) -> None:
@@ -153,6 +256,42 @@ class ServerMetrics:
                 self.kv_blocks_total.labels(model=model).set_function(
                     _blocks_total(runner.allocator)
                 )
+                self.kv_blocks_cached.labels(model=model).set_function(
+                    _blocks_cached(runner.allocator)
+                )
+        self.prefix_cache_hit_rate.set_function(lambda: _hit_rate(engine))
+
+    def bind_small_engine(self, engine: LLMEngine) -> None:
+        """Read the small tier's KV pool at scrape time, as model "small"."""
+        allocator = engine.target.allocator
+        self.kv_blocks_used.labels(model="small").set_function(_blocks_used(allocator))
+        self.kv_blocks_total.labels(model="small").set_function(_blocks_total(allocator))
+        self.kv_blocks_cached.labels(model="small").set_function(_blocks_cached(allocator))
+
+    def tier_tokens(self, tier: str) -> StepCallback:
+        """A step callback counting one engine's generated tokens under `tier`."""
+        return _TierTokens(self.tier_generation_tokens.labels(tier=tier))
+
+    def count_routed(self, requested: str, tier: str) -> None:
+        self.routed_requests.labels(requested=requested, tier=tier).inc()
+
+    def observe_routing(self, score: float, scoring_s: float) -> None:
+        self.routing_score.observe(score)
+        self.routing_scoring_seconds.observe(scoring_s)
+
+    def count_escalation(self) -> None:
+        self.routing_escalations.inc()
+
+    def bind_response_cache(self, cache: ResponseCache) -> None:
+        """Read the response cache's size at scrape time."""
+        self.response_cache_entries.set_function(lambda: cache.num_entries)
+        self.response_cache_bytes.set_function(lambda: cache.num_bytes)
+
+    def count_response_cache_lookup(self, hit: bool) -> None:
+        (self.response_cache_hits if hit else self.response_cache_misses).inc()
+
+    def count_response_cache_evictions(self, num_evicted: int) -> None:
+        self.response_cache_evictions.inc(num_evicted)
 
     def on_step(self, engine: LLMEngine, outputs: list[RequestOutput]) -> None:
         """Fold the engine's totals into the counters (engine thread, after every step)."""
@@ -170,10 +309,25 @@ class ServerMetrics:
             self.spec_num_draft_tokens.inc(spec.num_draft_tokens - self._seen_draft_tokens)
             self.spec_num_accepted_tokens.inc(spec.num_accepted_tokens - self._seen_accepted)
             self._count_accepted_per_position(spec.accepted_per_position)
+            self._fold_prefix_cache(engine)
             self._seen_generated = totals.num_generated_tokens
             self._seen_drafts = spec.num_drafts
             self._seen_draft_tokens = spec.num_draft_tokens
             self._seen_accepted = spec.num_accepted_tokens
+
+    def _fold_prefix_cache(self, engine: LLMEngine) -> None:
+        totals = engine.totals
+        self.prefix_cache_queries.inc(totals.num_prefix_cache_queries - self._seen_prefix_queries)
+        self.prefix_cache_hits.inc(totals.num_prefix_cache_hits - self._seen_prefix_hits)
+        self._seen_prefix_queries = totals.num_prefix_cache_queries
+        self._seen_prefix_hits = totals.num_prefix_cache_hits
+        for model, runner in (("target", engine.target), ("draft", engine.draft)):
+            if runner is None:
+                continue
+            evictions = runner.allocator.num_evictions
+            seen = self._seen_evictions.get(model, 0)
+            self.prefix_cache_evictions.labels(model=model).inc(evictions - seen)
+            self._seen_evictions[model] = evictions
 
     def _count_accepted_per_position(self, accepted_per_position: list[int]) -> None:
         seen = self._seen_accepted_per_position
@@ -201,9 +355,46 @@ class ServerMetrics:
         return generate_latest(self.registry)
 
 
+StepCallback = Callable[[LLMEngine, list[RequestOutput]], None]
+
+
+def chain_steps(*callbacks: StepCallback) -> StepCallback:
+    """One step callback that runs `callbacks` in order."""
+
+    def run(engine: LLMEngine, outputs: list[RequestOutput]) -> None:
+        for callback in callbacks:
+            callback(engine, outputs)
+
+    return run
+
+
+class _TierTokens:
+    """Folds one engine's running total of generated tokens into a tier's counter."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self.num_seen = 0
+
+    def __call__(self, engine: LLMEngine, outputs: list[RequestOutput]) -> None:
+        total = engine.totals.num_generated_tokens
+        self.counter.inc(total - self.num_seen)
+        self.num_seen = total
+
+
 def _blocks_used(allocator: BlockAllocator) -> Callable[[], float]:
     return lambda: allocator.num_used
 
 
 def _blocks_total(allocator: BlockAllocator) -> Callable[[], float]:
     return lambda: allocator.num_blocks
+
+
+def _blocks_cached(allocator: BlockAllocator) -> Callable[[], float]:
+    return lambda: len(allocator.idle_cached)
+
+
+def _hit_rate(engine: LLMEngine) -> float:
+    totals = engine.totals
+    if not totals.num_prefix_cache_queries:
+        return 0.0
+    return totals.num_prefix_cache_hits / totals.num_prefix_cache_queries

@@ -19,9 +19,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.api.config import ServedModels, ServerConfig
 from server.api.errors import install_error_handlers
 from server.api.routes import ServingState, router
+from server.api.routing import SmallTier, Tiers
+from server.caches.response_cache import ResponseCache
 from server.engine.async_engine import AsyncEngine
 from server.engine.engine import LLMEngine
-from server.metrics import ServerMetrics
+from server.metrics import ServerMetrics, chain_steps
+from server.router.config import RouterConfig
+from server.router.router import Router
+from server.router.small_tier import build_small_engine
+from server.router.tiers import Tier
 
 logger = logging.getLogger(__name__)
 
@@ -36,23 +42,41 @@ def create_app(
     models: ServedModels,
     config: ServerConfig | None = None,
     metrics: ServerMetrics | None = None,
+    router_config: RouterConfig | None = None,
 ) -> FastAPI:
-    """An app serving `engine`; the engine thread runs while the app's lifespan does."""
+    """An app serving `engine`; the engine threads run while the app's lifespan does.
+
+    When `models.routing` is set, the draft model also serves alone (the small tier, with an
+    engine and a thread of its own) and `router_config` (default: `RouterConfig()`) routes
+    `auto` requests.
+    """
     if models.draft_name is not None and engine.draft is None:
         raise ValueError(f"a draft model is named ({models.draft_name!r}) but none is loaded")
     config = config or ServerConfig()
     metrics = metrics or ServerMetrics()
-    async_engine = AsyncEngine(engine, config.max_queued, on_step=metrics.on_step)
+    small = None
+    on_step = metrics.on_step
+    if models.routing:
+        small = _small_tier(engine, config, metrics, router_config or RouterConfig())
+        on_step = chain_steps(metrics.on_step, metrics.tier_tokens(Tier.LARGE.value))
+    async_engine = AsyncEngine(engine, config.max_queued, on_step=on_step)
     metrics.bind_engine(engine, lambda: async_engine.num_waiting)
+    engines = [async_engine] + ([small.async_engine] if small is not None else [])
+    response_cache = None
+    if config.response_cache_size > 0:
+        response_cache = ResponseCache(config.response_cache_size, config.response_cache_bytes)
+        metrics.bind_response_cache(response_cache)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async_engine.start()
+        for running in engines:
+            running.start()
         try:
             yield
         finally:
             logger.info("stopping the engine thread")
-            async_engine.shutdown(ENGINE_SHUTDOWN_TIMEOUT_S)
+            for running in engines:
+                running.shutdown(ENGINE_SHUTDOWN_TIMEOUT_S)
 
     app = FastAPI(title="specserve", lifespan=lifespan)
     app.state.serving = ServingState(
@@ -62,6 +86,8 @@ def create_app(
         config=config,
         metrics=metrics,
         started=int(time.time()),
+        tiers=Tiers(models, engine, async_engine, metrics, small),
+        response_cache=response_cache,
     )
     install_error_handlers(app)
     app.include_router(router)
@@ -69,6 +95,18 @@ def create_app(
     # Added last, so outermost: it sees the status of every answer, 500s included.
     app.add_middleware(RequestCounter, metrics=metrics, endpoints=endpoints)
     return app
+
+
+def _small_tier(
+    engine: LLMEngine, config: ServerConfig, metrics: ServerMetrics, router_config: RouterConfig
+) -> SmallTier:
+    """The draft model serving alone, on its own engine thread, and the router choosing it."""
+    small_engine = build_small_engine(engine)
+    metrics.bind_small_engine(small_engine)
+    on_step = metrics.tier_tokens(Tier.SMALL.value)
+    async_engine = AsyncEngine(small_engine, config.max_queued, on_step=on_step)
+    router = Router(small_engine.target.model, router_config)
+    return SmallTier(small_engine, async_engine, router)
 
 
 class RequestCounter:

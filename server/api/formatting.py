@@ -17,6 +17,7 @@ from server.api.response_schemas import (
     CompletionResponse,
     FinishReasonName,
     PromptTokensDetails,
+    RoutingInfo,
     SpeculativeInfo,
     TokenLogprobEntry,
     TopLogprob,
@@ -133,6 +134,15 @@ class ResponseContext:
     model: str
     drafter: DrafterKind
     want_logprobs: bool
+    # Served from the response cache rather than generated for this request.
+    cached_response: bool = False
+    # How the request was routed; None when the server does not route.
+    routing: RoutingInfo | None = None
+
+
+def cached_response_flag(context: ResponseContext) -> bool | None:
+    """The `cached_response` extension: true on answers from the response cache, else absent."""
+    return True if context.cached_response else None
 
 
 def completion_response(
@@ -154,6 +164,8 @@ def completion_response(
         choices=[choice],
         usage=usage_of(final),
         speculative=speculative_info(final.stats, context.drafter),
+        cached_response=cached_response_flag(context),
+        routing=context.routing,
     )
 
 
@@ -174,4 +186,6 @@ def chat_response(
         choices=[choice],
         usage=usage_of(final),
         speculative=speculative_info(final.stats, context.drafter),
+        cached_response=cached_response_flag(context),
+        routing=context.routing,
     )

@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from fastapi import Request
 
 from server.api.errors import OVERLOADED, APIError, invalid_request
 from server.api.translate import EngineRequest
+from server.caches.response_cache import CachedResponse
 from server.engine.async_engine import AsyncEngine, QueueFullError
 from server.engine.engine import RequestError, RequestOutput
 from server.engine.params import FinishReason
@@ -45,12 +46,16 @@ class Generation:
 
     text: str = ""
     logprobs: list[TokenLogprob] = field(default_factory=list)
-    last: RequestOutput | None = None
+    outputs: list[RequestOutput] = field(default_factory=list)
 
     def add(self, output: RequestOutput) -> None:
         self.text += output.new_text
         self.logprobs += output.new_logprobs
-        self.last = output
+        self.outputs.append(output)
+
+    @property
+    def last(self) -> RequestOutput | None:
+        return self.outputs[-1] if self.outputs else None
 
     @property
     def final(self) -> RequestOutput:
@@ -59,8 +64,26 @@ class Generation:
         return self.last
 
 
+class OutputSource(Protocol):
+    """Where a handler's outputs come from: the engine, or the response cache."""
+
+    request_id: str
+    generation: Generation
+
+    async def first(self, http_request: Request) -> RequestOutput: ...
+
+    def rest(self) -> AsyncIterator[RequestOutput]: ...
+
+    async def collect(self, http_request: Request) -> Generation: ...
+
+    async def close(self) -> None: ...
+
+
 class GenerationStream:
-    """A request submitted to the engine; closing it aborts the request if still running."""
+    """A request submitted to the engine; closing it aborts the request if still running.
+
+    `on_complete` receives the generation once it has finished on its own (not aborted).
+    """
 
     def __init__(
         self,
@@ -69,12 +92,14 @@ class GenerationStream:
         request_id: str,
         engine_request: EngineRequest,
         prompt_param: str,
+        on_complete: Callable[[Generation], None] | None = None,
     ) -> None:
         self.request_id = request_id
         self.engine_request = engine_request
         self.generation = Generation()
         self._metrics = metrics
         self._prompt_param = prompt_param
+        self._on_complete = on_complete
         self._arrival_s = time.perf_counter()
         outputs = engine.generate(
             request_id, engine_request.prompt_ids, engine_request.sampling, engine_request.spec
@@ -131,6 +156,41 @@ class GenerationStream:
         ttft_s = None if last.first_token_s is None else last.first_token_s - self._arrival_s
         latency_s = time.perf_counter() - self._arrival_s
         self._metrics.observe_finished(reason.value, last.num_prompt_tokens, ttft_s, latency_s)
+        if reason is not FinishReason.ABORT and self._on_complete is not None:
+            self._on_complete(self.generation)
+
+
+class ReplayedGeneration:
+    """A response from the response cache, handed out as the engine first produced it.
+
+    The final output reports the whole prompt as cached: nothing was computed for it.
+    """
+
+    def __init__(self, request_id: str, cached: CachedResponse) -> None:
+        self.request_id = request_id
+        self.generation = Generation()
+        final = cached.final
+        self._outputs = list(cached.outputs[:-1])
+        self._outputs.append(replace(final, num_cached_tokens=final.num_prompt_tokens))
+
+    async def first(self, http_request: Request) -> RequestOutput:
+        output = self._outputs[0]
+        self.generation.add(output)
+        return output
+
+    async def rest(self) -> AsyncIterator[RequestOutput]:
+        for output in self._outputs[len(self.generation.outputs) :]:
+            self.generation.add(output)
+            yield output
+
+    async def collect(self, http_request: Request) -> Generation:
+        await self.first(http_request)
+        async for _ in self.rest():
+            pass
+        return self.generation
+
+    async def close(self) -> None:
+        """Nothing runs behind a replay; counted by the response-cache metrics only."""
 
 
 async def _unless_disconnected(work: Awaitable[T], http_request: Request) -> T:

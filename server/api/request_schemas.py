@@ -1,4 +1,4 @@
-"""Request bodies of the OpenAI-compatible endpoints, plus the `speculative` extension.
+"""Request bodies of the OpenAI-compatible endpoints, plus the `speculative` and `cache` extensions.
 
 Fields OpenAI defines but this server does not implement are still declared, so that a request
 using them gets a clear 400 instead of being silently served without them (see `translate`).
@@ -34,6 +34,22 @@ class SpeculativeOptions(BaseModel):
     k: int | None = None
 
 
+class CacheOptions(BaseModel):
+    """Per-request cache settings (an extension; OpenAI clients send it in `extra_body`).
+
+    `{"cache": {"prefix": false}}` computes the whole prompt and leaves none of its KV for later
+    requests; `{"cache": {"response": false}}` neither answers from nor stores into the response
+    cache. Neither changes the tokens generated.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    # Reuse cached KV of a shared prompt prefix, and leave this request's for others.
+    prefix: bool = True
+    # Answer from, and store into, the server's response cache (deterministic requests only).
+    response: bool = True
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -64,6 +80,7 @@ class GenerationRequest(BaseModel):
     user: str | None = None
     ignore_eos: bool = False
     speculative: SpeculativeOptions | None = None
+    cache: CacheOptions | None = None
 
 
 class CompletionRequest(GenerationRequest):

@@ -1,4 +1,6 @@
-"""Response bodies, shaped as OpenAI's, with the `speculative` extension block."""
+"""Response bodies, shaped as OpenAI's, with the `speculative`, `cached_response` and `routing`
+extensions.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 FinishReasonName = Literal["stop", "length", "abort"]
-# "target" answers requests; "draft" proposes tokens for it.
-ModelRole = Literal["target", "draft"]
+# "target" answers requests; "draft" proposes tokens for it (and, with routing, answers alone);
+# "tier" names a routing tier: small, large or auto.
+ModelRole = Literal["target", "draft", "tier"]
 
 
 def _is_none(value: object) -> bool:
@@ -60,6 +63,22 @@ class SpeculativeInfo(BaseModel):
     target_steps: int
 
 
+class RoutingInfo(BaseModel):
+    """Which tier answered and why (an extension, present when the server routes)."""
+
+    # The tier the request named: small, large or auto.
+    requested: str
+    # The tier whose model produced the answer.
+    tier: str
+    # The router's score and threshold for `auto` requests (small when score < threshold).
+    score: float | None = None
+    threshold: float | None = None
+    # True when a small answer was judged too unsure and redone by the large model.
+    escalated: bool = False
+    # The small answer's confidence, where escalation read it.
+    confidence: float | None = omitted_when_none()
+
+
 # ---------------------------------------------------------------------- /v1/completions
 
 
@@ -88,6 +107,10 @@ class CompletionResponse(BaseModel):
     # Stream chunks carry usage and speculation only in their last chunks.
     usage: Usage | None = omitted_when_none()
     speculative: SpeculativeInfo | None = omitted_when_none()
+    # True when the answer came from the response cache (on the final chunk of a stream).
+    cached_response: bool | None = omitted_when_none()
+    # How the request was routed (on the final chunk of a stream).
+    routing: RoutingInfo | None = omitted_when_none()
 
 
 # ---------------------------------------------------------------------- /v1/chat/completions
@@ -127,6 +150,10 @@ class ChatCompletionResponse(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     speculative: SpeculativeInfo | None = None
+    # True when the answer came from the response cache; absent otherwise.
+    cached_response: bool | None = omitted_when_none()
+    # How the request was routed; absent when the server does not route.
+    routing: RoutingInfo | None = omitted_when_none()
 
 
 class ChatDelta(BaseModel):
@@ -149,6 +176,10 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChatChunkChoice]
     usage: Usage | None = omitted_when_none()
     speculative: SpeculativeInfo | None = omitted_when_none()
+    # True when the answer came from the response cache (on the final chunk of a stream).
+    cached_response: bool | None = omitted_when_none()
+    # How the request was routed (on the final chunk of a stream).
+    routing: RoutingInfo | None = omitted_when_none()
 
 
 # ---------------------------------------------------------------------- /v1/models

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -16,13 +18,20 @@ from transformers import PreTrainedTokenizerBase
 
 from server.api.config import ServedModels, ServerConfig
 from server.api.formatting import ResponseContext, chat_response, completion_response
-from server.api.generation import ClientDisconnected, Generation, GenerationStream
+from server.api.generation import (
+    ClientDisconnected,
+    Generation,
+    GenerationStream,
+    OutputSource,
+    ReplayedGeneration,
+)
 from server.api.request_schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     GenerationRequest,
 )
 from server.api.response_schemas import ModelCard, ModelList, ModelRole
+from server.api.routing import TierPlan, Tiers, request_text
 from server.api.streaming import (
     MEDIA_TYPE,
     STREAM_HEADERS,
@@ -32,16 +41,16 @@ from server.api.streaming import (
     sse_events,
 )
 from server.api.translate import (
-    EngineRequest,
-    build_engine_request,
     chat_prompt_ids,
     check_supported,
     completion_prompt_ids,
     resolve_model,
 )
+from server.caches.response_cache import CachedResponse, ResponseCache, response_key
 from server.engine.async_engine import AsyncEngine
 from server.engine.engine import LLMEngine
 from server.metrics import CONTENT_TYPE, ServerMetrics
+from server.router.tiers import Tier
 
 # nginx's status for "client closed the request": logged and counted, never seen by the client.
 CLIENT_CLOSED_REQUEST = 499
@@ -59,6 +68,10 @@ class ServingState:
     config: ServerConfig
     metrics: ServerMetrics
     started: int  # Unix time the app was built, reported as the models' creation time
+    # Which engine answers a request (the large one, or with routing also the small one).
+    tiers: Tiers
+    # Whole answers to repeated deterministic requests; None: off.
+    response_cache: ResponseCache | None = None
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -82,11 +95,12 @@ router = APIRouter()
 async def create_completion(
     body: CompletionRequest, http_request: Request, state: State
 ) -> Response:
-    model = resolve_model(body.model, state.models)
+    requested = resolve_model(body.model, state.models)
     check_supported(body)
     prompt_ids = completion_prompt_ids(body, state.tokenizer, state.vocab_size)
-    engine_request = build_engine_request(body, model, prompt_ids, state.engine)
-    handler = _Handler(state, http_request, body, engine_request, "prompt")
+    text = request_text(body, prompt_ids, state.tokenizer)
+    plan = await state.tiers.plan(body, requested, prompt_ids, text)
+    handler = _Handler(state, http_request, body, plan, "prompt")
     return await handler.respond("cmpl", CompletionChunks, completion_response)
 
 
@@ -96,11 +110,12 @@ async def create_chat_completion(
     http_request: Request,
     state: State,
 ) -> Response:
-    model = resolve_model(body.model, state.models)
+    requested = resolve_model(body.model, state.models)
     check_supported(body)
     prompt_ids = chat_prompt_ids(body.messages, state.tokenizer)
-    engine_request = build_engine_request(body, model, prompt_ids, state.engine)
-    handler = _Handler(state, http_request, body, engine_request, "messages")
+    text = request_text(body, prompt_ids, state.tokenizer)
+    plan = await state.tiers.plan(body, requested, prompt_ids, text)
+    handler = _Handler(state, http_request, body, plan, "messages")
     return await handler.respond("chatcmpl", ChatChunks, chat_response)
 
 
@@ -110,6 +125,8 @@ async def list_models(state: State) -> ModelList:
     roles: list[tuple[str, ModelRole]] = [(models.target_name, "target")]
     if models.draft_name is not None:
         roles.append((models.draft_name, "draft"))
+    if models.routing:
+        roles += [(tier.value, "tier") for tier in Tier]
     cards = [
         ModelCard(id=name, created=state.started, owned_by=MODEL_OWNER, role=role)
         for name, role in roles
@@ -143,13 +160,14 @@ class _Handler:
         state: ServingState,
         http_request: Request,
         body: GenerationRequest,
-        engine_request: EngineRequest,
+        plan: TierPlan,
         prompt_param: str,
     ) -> None:
         self.state = state
         self.http_request = http_request
         self.body = body
-        self.engine_request = engine_request
+        self.plan = plan
+        self.engine_request = plan.engine_request
         self.prompt_param = prompt_param
 
     async def respond(
@@ -161,15 +179,10 @@ class _Handler:
             created=int(time.time()),
             model=self.engine_request.model,
             drafter=self.engine_request.drafter,
-            want_logprobs=self.engine_request.sampling.logprobs is not None,
+            want_logprobs=self.plan.want_logprobs,
+            routing=self.plan.routing,
         )
-        stream = GenerationStream(
-            self.state.async_engine,
-            self.state.metrics,
-            request_id,
-            self.engine_request,
-            self.prompt_param,
-        )
+        stream, context = self._source(request_id, context)
         try:
             if self.body.stream:
                 return await self._stream(stream, chunks(context, self.state.tokenizer))
@@ -181,10 +194,63 @@ class _Handler:
             await stream.close()
             raise
         await stream.close()
+        review = self.state.tiers.review(self.plan, generation, self.body)
+        if review.escalate_to is not None:
+            retry = _Handler(
+                self.state, self.http_request, self.body, review.escalate_to, self.prompt_param
+            )
+            return await retry.respond(id_prefix, chunks, build)
+        context = dataclasses.replace(context, routing=review.routing)
         payload = build(context, generation, self.state.tokenizer)
         return Response(payload.model_dump_json(), media_type=JSON_MEDIA_TYPE)
 
-    async def _stream(self, stream: GenerationStream, chunks: ChunkFormat) -> Response:
+    def _source(
+        self, request_id: str, context: ResponseContext
+    ) -> tuple[OutputSource, ResponseContext]:
+        """A replay from the response cache when it holds this request, else a new generation.
+
+        A replay reports the drafter that produced the answer, as its statistics describe that
+        run. A generation that finishes on its own is stored for the next identical request.
+        """
+        cache, key = self.state.response_cache, self._response_key()
+        if cache is None or key is None:
+            return self._generate(request_id, None), context
+        cached = cache.get(key)
+        self.state.metrics.count_response_cache_lookup(hit=cached is not None)
+        if cached is None:
+            return self._generate(request_id, functools.partial(self._store, key)), context
+        replayed = dataclasses.replace(context, drafter=cached.drafter, cached_response=True)
+        return ReplayedGeneration(request_id, cached), replayed
+
+    def _generate(
+        self, request_id: str, on_complete: Callable[[Generation], None] | None
+    ) -> GenerationStream:
+        return GenerationStream(
+            self.plan.async_engine,
+            self.state.metrics,
+            request_id,
+            self.engine_request,
+            self.prompt_param,
+            on_complete,
+        )
+
+    def _response_key(self) -> bytes | None:
+        """This request's response-cache key; None when it must not use the cache."""
+        options = self.body.cache
+        if options is not None and not options.response:
+            return None
+        request = self.engine_request
+        return response_key(
+            request.model, request.prompt_ids, request.sampling, request.spec, request.drafter
+        )
+
+    def _store(self, key: bytes, generation: Generation) -> None:
+        cache = self.state.response_cache
+        assert cache is not None
+        cached = CachedResponse(tuple(generation.outputs), self.engine_request.drafter)
+        self.state.metrics.count_response_cache_evictions(cache.put(key, cached))
+
+    async def _stream(self, stream: OutputSource, chunks: ChunkFormat) -> Response:
         first = await stream.first(self.http_request)
         options = self.body.stream_options
         include_usage = options is not None and options.include_usage

@@ -1,9 +1,11 @@
 """Server-sent events for streamed completions and chat completions.
 
 A stream is: (chat only) a chunk announcing the assistant role; one chunk per engine output with
-new text; a chunk with the finish reason and the speculation block; a usage chunk when the client
-asked for one; then `data: [DONE]`. Text the engine holds back (a possible stop string, half a
-UTF-8 character) arrives in a later chunk, so the joined deltas equal the non-streamed text.
+new text; a chunk with the finish reason, the speculation block and (when the server routes) the
+routing block; a usage chunk when the client asked for one; then `data: [DONE]`. Text the engine
+holds back (a possible stop string, half a UTF-8 character) arrives in a later chunk, so the joined
+deltas equal the non-streamed text. An answer from the response cache streams the same way, its
+finish chunk marked `cached_response: true`.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from transformers import PreTrainedTokenizerBase
 from server.api.errors import internal_error
 from server.api.formatting import (
     ResponseContext,
+    cached_response_flag,
     chat_logprobs,
     completion_logprobs,
     finish_reason_name,
     speculative_info,
     usage_of,
 )
-from server.api.generation import GenerationStream
+from server.api.generation import OutputSource
 from server.api.response_schemas import (
     ChatChunkChoice,
     ChatCompletionChunk,
@@ -62,7 +65,7 @@ class ChunkFormat(Protocol):
 
 
 async def sse_events(
-    stream: GenerationStream, first: RequestOutput, chunks: ChunkFormat, include_usage: bool
+    stream: OutputSource, first: RequestOutput, chunks: ChunkFormat, include_usage: bool
 ) -> AsyncIterator[str]:
     """The whole event stream of a request whose first output has arrived."""
     try:
@@ -80,7 +83,7 @@ async def sse_events(
 
 
 async def _output_events(
-    stream: GenerationStream, first: RequestOutput, chunks: ChunkFormat, include_usage: bool
+    stream: OutputSource, first: RequestOutput, chunks: ChunkFormat, include_usage: bool
 ) -> AsyncIterator[str]:
     # Logprobs of tokens whose text is still held back travel with the next text.
     pending: list[TokenLogprob] = []
@@ -95,9 +98,7 @@ async def _output_events(
                 yield sse_event(chunks.usage(output))
 
 
-async def _with_first(
-    first: RequestOutput, stream: GenerationStream
-) -> AsyncIterator[RequestOutput]:
+async def _with_first(first: RequestOutput, stream: OutputSource) -> AsyncIterator[RequestOutput]:
     yield first
     async for output in stream.rest():
         yield output
@@ -127,6 +128,8 @@ class CompletionChunks:
         )
         chunk = self._chunk(choice)
         chunk.speculative = speculative_info(output.stats, self.context.drafter)
+        chunk.cached_response = cached_response_flag(self.context)
+        chunk.routing = self.context.routing
         return chunk
 
     def usage(self, output: RequestOutput) -> BaseModel:
@@ -170,6 +173,8 @@ class ChatChunks:
         )
         chunk = self._chunk(choice)
         chunk.speculative = speculative_info(output.stats, self.context.drafter)
+        chunk.cached_response = cached_response_flag(self.context)
+        chunk.routing = self.context.routing
         return chunk
 
     def usage(self, output: RequestOutput) -> BaseModel:

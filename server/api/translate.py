@@ -24,6 +24,7 @@ from server.api.request_schemas import (
 )
 from server.engine.engine import LLMEngine
 from server.engine.params import DrafterKind, SamplingParams, SpecParams
+from server.router.tiers import Tier
 
 # OpenAI accepts at most this many stop sequences.
 MAX_STOP_SEQUENCES = 4
@@ -61,19 +62,22 @@ class EngineRequest:
     drafter: DrafterKind
 
 
-def resolve_model(requested: str | None, models: ServedModels) -> str:
-    """The served model a request names; 400 for the draft (not served alone yet) or unknowns."""
-    if requested is None or requested == models.target_name:
-        return models.default_name if requested is None else requested
-    if requested == models.draft_name:
+def resolve_model(requested: str | None, models: ServedModels) -> Tier:
+    """The tier a request names (a model's own name or a tier name); 400 for anything else."""
+    name = models.default_name if requested is None else requested
+    tier = models.tier_of(name)
+    if tier is not None:
+        return tier
+    if name == models.draft_name:
         raise invalid_request(
-            f"model {requested!r} is the draft model; serving it alone is not supported yet. "
-            f"Use {models.target_name!r} (it speculates with the draft)",
+            f"model {name!r} is the draft model; this server does not serve it alone (start it "
+            f"with --routing for that). Use {models.target_name!r} (it speculates with the draft)",
             param="model",
             code="model_not_supported",
         )
+    available = ", ".join(repr(served) for served in models.request_names)
     raise invalid_request(
-        f"model {requested!r} is not served here; available: {models.target_name!r}",
+        f"model {name!r} is not served here; available: {available}",
         param="model",
         code="model_not_found",
     )
@@ -179,6 +183,7 @@ def build_engine_request(
             stop=stop_strings(request.stop),
             ignore_eos=request.ignore_eos,
             logprobs=_num_logprobs(request),
+            use_prefix_cache=request.cache is None or request.cache.prefix,
         )
     )
     spec = _value_checked(lambda: spec_params(request.speculative))
