@@ -74,6 +74,23 @@ class Rotary(nn.Module):
         return rotated.to(x.dtype)
 
 
+class Linear(nn.Linear):
+    """nn.Linear that never multiplies a lone row.
+
+    On the CPU, a bfloat16 matmul of one row takes a different kernel from one of two or more
+    rows and rounds differently (measured on the 1.5B's projections: a few outputs per row differ
+    by one ulp at M = 1, none between M = 2 and M = 600). A target-only decode step has one row, a
+    verify step k + 1, so without this, greedy speculative output could leave target-only output
+    at a near tie. Padding to two rows costs nothing measurable: one row or two read the same
+    weights.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != 1:
+            return F.linear(x, self.weight, self.bias)
+        return F.linear(x.expand(2, -1).contiguous(), self.weight, self.bias)[:1]
+
+
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
@@ -83,12 +100,12 @@ class Attention(nn.Module):
         self.q_size = config.num_heads * config.head_dim
         self.kv_size = config.num_kv_heads * config.head_dim
         # q, k and v projections fused into one matmul: one weight read per step instead of three.
-        self.qkv_proj = nn.Linear(
+        self.qkv_proj = Linear(
             config.hidden_size, self.q_size + 2 * self.kv_size, bias=config.attention_bias
         )
         # Llama's attention_bias covers the output projection too; Qwen2's bias stops at q, k, v.
         o_bias = config.attention_bias and config.architecture != "qwen2"
-        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=o_bias)
+        self.o_proj = Linear(self.q_size, config.hidden_size, bias=o_bias)
         self.scale = config.head_dim**-0.5
 
     def forward(
@@ -116,8 +133,8 @@ class MLP(nn.Module):
         super().__init__()
         self.intermediate_size = config.intermediate_size
         # gate and up projections fused: [2 * I, hidden].
-        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gate_up_proj = Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
@@ -156,7 +173,7 @@ class Transformer(nn.Module):
         self.rotary = Rotary(config)
         # Weight [V_head, hidden]. Shares the embedding when tied; a drafter may keep only some
         # rows (see `restrict_head`) or quantize it (models.quantize).
-        self.lm_head: nn.Module = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head: nn.Module = Linear(config.hidden_size, config.vocab_size, bias=False)
         # Token id of each logits column when the head keeps a subset of rows; None: all, in order.
         self.head_token_ids: torch.Tensor | None = None
 
@@ -187,7 +204,7 @@ class Transformer(nn.Module):
     def restrict_head(self, token_ids: torch.Tensor) -> None:
         """Score only `token_ids` [V_head] (sorted ids); logits column j then means token_ids[j]."""
         weight = self.lm_head.weight.data[token_ids.to(self.lm_head.weight.device)]
-        head = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device)
+        head = Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device)
         head.weight = nn.Parameter(weight.clone(), requires_grad=False)
         self.lm_head = head
         self.head_token_ids = token_ids

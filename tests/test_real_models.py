@@ -64,3 +64,41 @@ def test_target_greedy_matches_transformers_and_speculation_is_exact() -> None:
             pad_token_id=0,
         )
     assert out[0, len(prompt) :].tolist() == target_only.token_ids
+
+
+BF16_PROMPTS = [
+    "Write a Python function that checks whether a string is a palindrome.",
+    "Explain in two sentences what a hash map is.",
+    "Translate to French: The weather is nice today and we are going to the beach.",
+]
+
+
+def test_speculation_is_exact_in_bfloat16() -> None:
+    """The served dtype: greedy speculation equals target-only decoding token for token.
+
+    This holds in bfloat16 only because no projection ever multiplies a lone row (see
+    `models.transformer.Linear`): a verify step and a single-token step then round alike.
+    """
+    cpu = torch.device("cpu")
+    pair = load_pair(DEFAULT_TARGET, DEFAULT_DRAFT, torch.bfloat16, cpu, DraftOptions.auto(cpu))
+    engine = build_engine(pair, EngineConfig(kv_cache_bytes=KV_BYTES))
+    prompts = []
+    for text in BF16_PROMPTS:
+        messages = [{"role": "user", "content": text}]
+        rendered = pair.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        prompts.append(pair.tokenizer.encode(rendered, add_special_tokens=False))
+    greedy = SamplingParams(max_tokens=48, ignore_eos=True)
+
+    # Target-only one prompt at a time (single-row decode steps), speculation batched.
+    target_only = [
+        engine.generate([prompt], greedy, SpecParams(drafter=DrafterKind.NONE))[0]
+        for prompt in prompts
+    ]
+    for drafter in (DrafterKind.MODEL, DrafterKind.COMBINED):
+        speculative = engine.generate(prompts, greedy, SpecParams(drafter=drafter))
+        for expected, got in zip(target_only, speculative, strict=True):
+            assert got.token_ids == expected.token_ids, (drafter, expected.text, got.text)
+    del engine, pair
+    gc.collect()

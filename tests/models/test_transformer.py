@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from models.kv_cache import BlockTable, KVCacheSpec
-from models.transformer import Transformer
+from models.transformer import Linear, Transformer
 from server.engine.model_runner import ForwardItem, ModelRunner
 from tests.tiny import ours_from_hf, tiny_hf_model
 
@@ -117,3 +117,20 @@ def test_llama3_rope_scaling_matches_transformers() -> None:
     tokens = list(range(40))
     (logits,) = runner.forward([runner.new_table()], [tokens])
     assert (logits - hf_logits(hf_model, tokens)).abs().max() < TOLERANCE
+
+
+def test_projection_rows_do_not_depend_on_how_many_share_the_call() -> None:
+    """A single-token decode step and a verify step must round each row alike in bfloat16.
+
+    Shapes of the 1.5B target's MLP. On CPUs whose one-row bfloat16 matmul takes its own kernel
+    (this project's reference machine: a few outputs differ by one ulp), plain nn.Linear fails
+    this; `Linear` never multiplies a lone row.
+    """
+    torch.manual_seed(0)
+    for in_features, out_features in ((1536, 8960), (8960, 1536)):
+        layer = Linear(in_features, out_features, bias=False).to(torch.bfloat16)
+        x = torch.randn(8, in_features, dtype=torch.bfloat16)
+        with torch.no_grad():
+            reference = layer(x)
+            for rows in range(1, 8):
+                assert torch.equal(layer(x[:rows]), reference[:rows]), (in_features, rows)
