@@ -17,9 +17,12 @@ from typing import TYPE_CHECKING
 from server.bench.options import BenchOptions, parse_options
 
 if TYPE_CHECKING:
+    import torch
+
     from server.bench.context import BenchContext
     from server.bench.greedy import Mismatch
     from server.bench.local import LocalResult
+    from server.engine.loading import DraftOptions
 
 EXIT_OK = 0
 EXIT_GREEDY_MISMATCH = 1
@@ -34,6 +37,11 @@ Decode = Callable[[list[int]], str]
 
 def main(argv: Sequence[str] | None = None, context: BenchContext | None = None) -> int:
     """Run the benchmark; `context` injects already-built models (tests) instead of loading."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["routing"]:  # `python -m server.bench routing ...`: the routing evaluation
+        from server.bench.routing.__main__ import main as routing_main
+
+        return routing_main(args[1:])
     options = parse_options(argv)
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     command = [PROGRAM, *(sys.argv[1:] if argv is None else argv)]
@@ -57,12 +65,32 @@ def main(argv: Sequence[str] | None = None, context: BenchContext | None = None)
 def _load(options: BenchOptions) -> BenchContext:
     from server.bench.context import load_context
     from server.cli import DEFAULT_DRAFT, DEFAULT_TARGET, TORCH_DTYPES
+    from server.engine.loading import resolve_device
 
     target = options.target or DEFAULT_TARGET
     draft = None if options.no_draft else options.draft or DEFAULT_DRAFT
-    print(f"loading target {target} and draft {draft} ({options.dtype})", file=sys.stderr)
+    cuts = draft_options(options, resolve_device(options.device))
+    print(
+        f"loading target {target} and draft {draft} ({options.dtype}; draft {cuts})",
+        file=sys.stderr,
+    )
     torch_dtype = TORCH_DTYPES[options.dtype]  # type: ignore[index]
-    return load_context(target, draft, options.dtype, options.device, torch_dtype)
+    return load_context(target, draft, options.dtype, options.device, torch_dtype, cuts)
+
+
+def draft_options(options: BenchOptions, device: torch.device) -> DraftOptions:
+    """The draft's cost cuts as the server would apply them with the same flags."""
+    from server.cli import LoadConfig
+
+    load = LoadConfig(
+        options.target or "",
+        options.draft,
+        options.dtype,  # type: ignore[arg-type]
+        options.device,
+        options.draft_quant,  # type: ignore[arg-type]
+        options.draft_head_tokens,
+    )
+    return load.draft_options(device)
 
 
 def _run_local(

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from server.engine.engine import LLMEngine
-    from server.engine.loading import LoadedPair
+    from server.engine.loading import DraftOptions, LoadedPair
 
 # The bench runs one request at a time: 512 MiB holds a few thousand tokens of both models in bf16,
 # far more than a prompt plus its answer, and leaves memory for the peers' copies of the weights.
@@ -38,11 +38,14 @@ class BenchContext:
     device: str
     eos_token_ids: frozenset[int]
     peers: PeerSources = field(default_factory=PeerSources)
+    # How the draft was cheapened (quantization, head size), as loaded.
+    draft_cuts: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         return {
             "target": self.target_name,
             "draft": self.draft_name,
+            "draft_cuts": self.draft_cuts,
             "dtype": self.dtype,
             "device": self.device,
             "engine_config": _plain(self.engine.config),
@@ -84,18 +87,39 @@ def context_from_pair(
         device=device,
         eos_token_ids=pair.eos_token_ids,
         peers=peers,
+        draft_cuts=_draft_cuts(pair.draft),
     )
 
 
+def _draft_cuts(draft: Any) -> dict[str, Any]:
+    """What the loaded draft is: weight format of its projections and tokens its head scores."""
+    if draft is None:
+        return {}
+    head = draft.head_token_ids
+    return {
+        "projection": type(draft.layers[0].mlp.down_proj).__name__,
+        "head_tokens": draft.config.vocab_size if head is None else int(head.numel()),
+    }
+
+
 def load_context(
-    target: str, draft: str | None, dtype: str, device: str, torch_dtype: torch.dtype
+    target: str,
+    draft: str | None,
+    dtype: str,
+    device: str,
+    torch_dtype: torch.dtype,
+    draft_options: DraftOptions | None = None,
 ) -> BenchContext:
-    """Load the pair as the server does, and find the peers' copies of the same weights."""
+    """Load the pair as the server does, and find the peers' copies of the same weights.
+
+    `draft_options` are the draft's cost cuts (the server's are `LoadConfig.draft_options`); the
+    `small` method then runs this same cheapened draft.
+    """
     from server.bench.peers import find_peer_sources
     from server.engine.loading import load_pair, resolve_device
 
     resolved = resolve_device(device)
-    pair = load_pair(target, draft, torch_dtype, resolved)
+    pair = load_pair(target, draft, torch_dtype, resolved, draft_options)
     peers = find_peer_sources(target, draft, torch_dtype)
     return context_from_pair(pair, dtype, str(resolved), peers)
 

@@ -44,6 +44,9 @@ class BenchOptions:
     no_draft: bool = False
     dtype: str = "bf16"
     device: str = "auto"
+    # As the server's --draft-quant and --draft-head-tokens ("auto"/None: its measured defaults).
+    draft_quant: str = "auto"
+    draft_head_tokens: int | None = None
     cost_forwards: int = DEFAULT_COST_FORWARDS
     out: Path | None = None
     # HTTP mode: measure a running server instead of loading models.
@@ -60,6 +63,8 @@ class BenchOptions:
             raise ValueError(f"--k values must be at least 1, got {self.fixed_ks}")
         if any(level < 1 for level in self.concurrency):
             raise ValueError(f"--concurrency values must be at least 1, got {self.concurrency}")
+        if self.draft_head_tokens is not None and self.draft_head_tokens < 0:
+            raise ValueError(f"--draft-head-tokens must be 0 or more, got {self.draft_head_tokens}")
         if self.cost_forwards < 1:
             raise ValueError(f"--cost-forwards must be at least 1, got {self.cost_forwards}")
         if self.server is not None:
@@ -153,6 +158,19 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     group.add_argument(
+        "--draft-quant",
+        choices=("auto", "none", "int8"),
+        default="auto",
+        help="as for the server: draft weight quantization (auto: int8 on the CPU)",
+    )
+    group.add_argument(
+        "--draft-head-tokens",
+        type=int,
+        default=None,
+        help="as for the server: frequent tokens the draft head scores (0: all; default: 32768 "
+        "on the CPU)",
+    )
+    group.add_argument(
         "--cost-forwards",
         type=int,
         default=DEFAULT_COST_FORWARDS,
@@ -195,6 +213,8 @@ def parse_options(argv: Sequence[str] | None = None) -> BenchOptions:
             no_draft=args.no_draft,
             dtype=args.dtype,
             device=args.device,
+            draft_quant=args.draft_quant,
+            draft_head_tokens=args.draft_head_tokens,
             cost_forwards=args.cost_forwards,
             out=args.out,
             server=args.server,

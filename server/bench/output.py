@@ -117,6 +117,12 @@ def local_tables(result: LocalResult) -> list[tables.Table]:
     return found
 
 
+def _cuts_line(cuts: dict[str, Any]) -> str:
+    if not cuts:
+        return "no draft"
+    return f"{cuts['projection']} projections, head over {cuts['head_tokens']} tokens"
+
+
 def local_markdown(result: LocalResult, environment: dict[str, Any]) -> str:
     models = result.context
     packages = environment.get("packages", {})
@@ -126,6 +132,7 @@ def local_markdown(result: LocalResult, environment: dict[str, Any]) -> str:
         f"- target `{models['target']}`, draft `{models['draft']}`, {models['dtype']} on "
         f"{models['device']}, {environment.get('torch_threads')} torch threads, "
         f"{environment.get('cpu_count')} CPUs",
+        f"- draft as loaded: {_cuts_line(models.get('draft_cuts', {}))}",
         f"- torch {packages.get('torch')}, transformers {packages.get('transformers')}, "
         f"python {environment.get('python')}, commit {environment.get('git', {}).get('commit')}",
         f"- command: `{' '.join(environment.get('argv', []))}`",

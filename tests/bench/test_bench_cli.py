@@ -191,12 +191,27 @@ def test_http_mode_compares_speculation_on_a_running_server(tmp_path: Path):
         ["--limit", "two"],
         ["--sampling", "beam"],
         ["--max-tokens", "0"],
+        ["--draft-quant", "int3"],
+        ["--draft-head-tokens", "-1"],
     ],
 )
 def test_bad_options_are_usage_errors(argv: list[str]):
     with pytest.raises(SystemExit) as exit_info:
         parse_options(argv)
     assert exit_info.value.code == EXIT_USAGE
+
+
+def test_draft_cost_cuts_follow_the_server():
+    """The bench's draft is the server's: same flags, same measured CPU defaults."""
+    import torch
+
+    from server.bench.__main__ import draft_options
+
+    cpu = torch.device("cpu")
+    auto = draft_options(parse_options([]), cpu)
+    assert (auto.quantization, auto.head_tokens) == ("int8", 32768)
+    plain = draft_options(parse_options(["--draft-quant", "none", "--draft-head-tokens", "0"]), cpu)
+    assert (plain.quantization, plain.head_tokens) == ("none", None)
 
 
 def test_loopback_servers_are_accepted():

@@ -188,3 +188,15 @@ def test_prompts_alternate_between_code_and_math() -> None:
         "math_reasoning",
     ]
     assert all(p.reference for p in prompts if p.category == "math_reasoning")
+
+
+def test_bench_command_dispatches_routing(tmp_path: Path) -> None:
+    """`python -m server.bench routing ...` is the same evaluation as `server.bench.routing`."""
+    from server.bench.__main__ import main as bench_main
+
+    records_path = tmp_path / "records.jsonl"
+    records_path.write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in RECORDS))
+    out = tmp_path / "out"
+    assert bench_main(["routing", "--records", str(records_path), "--out", str(out)]) == 0
+    document = json.loads((out / "results.json").read_text())
+    assert len(document["records"]) == len(RECORDS)
