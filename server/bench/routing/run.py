@@ -166,13 +166,17 @@ def load_engines(
 ) -> tuple[LLMEngine, LLMEngine, Router]:
     """The small engine over the draft's weights, the large (speculative) one, and the router."""
     from server.cli import TORCH_DTYPES
-    from server.engine.loading import build_engine, load_pair, resolve_device
+    from server.engine.loading import DraftOptions, build_engine, load_pair, resolve_device
     from server.engine.params import EngineConfig
     from server.router.config import RouterConfig
     from server.router.router import Router
     from server.router.small_tier import build_small_engine
 
-    pair = load_pair(target, draft, TORCH_DTYPES[dtype], resolve_device(device_name))
+    device = resolve_device(device_name)
+    # As `python -m server --routing` loads it: the device's default quantization, and the full
+    # head, since the draft answers small-tier requests alone.
+    draft_options = DraftOptions(quantization=DraftOptions.auto(device).quantization)
+    pair = load_pair(target, draft, TORCH_DTYPES[dtype], device, draft_options)
     # No prefix cache: a prompt's second run must not find its KV computed by the first.
     config = EngineConfig(kv_cache_bytes=BENCH_KV_CACHE_BYTES, enable_prefix_cache=False)
     large = build_engine(pair, config)
