@@ -39,6 +39,8 @@ BYTES_PER_MIB = 1 << 20
 # Enough for a batch of 16 long code answers with the packaged pair in bf16.
 DEFAULT_KV_CACHE_GIB = 1.0
 DEFAULT_MAX_QUEUED = 64
+# Served from the command line, repeated greedy or seeded requests are answered from memory.
+DEFAULT_RESPONSE_CACHE_SIZE = 256
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -236,7 +238,7 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--response-cache-size",
         type=_bounded_int(0),
-        default=ServerConfig.response_cache_size,
+        default=DEFAULT_RESPONSE_CACHE_SIZE,
         help="whole responses kept for repeated deterministic requests (0: none)",
     )
     group.add_argument(

@@ -16,10 +16,15 @@ def test_cache_flags_reach_the_configs() -> None:
     assert config.server.response_cache_bytes == 8 * BYTES_PER_MIB
 
 
-def test_defaults_keep_the_prefix_cache_on() -> None:
+def test_defaults_keep_both_caches_on() -> None:
     config = parse_args([])
     assert config.engine.enable_prefix_cache is True
+    assert config.server.response_cache_size > 0
     assert config.server.response_cache_bytes > 0
+
+
+def test_a_zero_size_turns_the_response_cache_off() -> None:
+    assert parse_args(["--response-cache-size", "0"]).server.response_cache_size == 0
 
 
 def test_a_non_positive_byte_bound_is_a_usage_error(capsys) -> None:
