@@ -58,6 +58,8 @@ def request_for(
         "temperature": temperature,
         "stream": True,
         "stream_options": {"include_usage": True},
+        # Measure decoding: every phase sends the same prompts, which the caches would answer.
+        "cache": {"prefix": False, "response": False},
     }
     if seed is not None:
         body["seed"] = seed

@@ -240,3 +240,14 @@ def test_limits_apply_per_category_with_overrides():
         "builtin/math-train",
         "builtin/math-tank",
     ]
+
+
+def test_http_requests_bypass_both_caches():
+    """Every phase sends the same prompts; a cache hit would measure memory, not decoding."""
+    from server.bench.datasets import Prompt
+    from server.bench.http_client import request_for
+
+    prompt = Prompt(id="p", category="c", messages=None, text="Say hi.")
+    _, body = request_for(prompt, 8, 0.0, None, True)
+    assert body["cache"] == {"prefix": False, "response": False}
+    assert body["speculative"] == {"enabled": True}
