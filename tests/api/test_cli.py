@@ -20,7 +20,7 @@ def test_defaults() -> None:
     assert config.load.device == "auto"
     assert config.server.host == "127.0.0.1"
     assert config.server.port == 8000
-    assert config.engine.drafter is DrafterKind.MODEL
+    assert config.engine.drafter is DrafterKind.COMBINED
     assert config.engine.enable_prefix_cache
     assert config.default_model is None
 
