@@ -72,7 +72,7 @@ def test_serves_tiny_checkpoints_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         output, _ = process.communicate(timeout=STOP_TIMEOUT_S)
 
     assert process.returncode == 0, output
-    for summary in ("models: target", "KV cache", "drafter model", "listening on"):
+    for summary in ("models: target", "KV cache", "drafter combined", "listening on"):
         assert summary in output
     assert "stopping the engine thread" in output
     assert "Traceback" not in output
