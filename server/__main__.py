@@ -98,9 +98,10 @@ def _log_summary(
         engine.max_context,
     )
     logger.info(
-        "drafter %s, k up to %d; batch up to %d, queue up to %d; prefix cache %s",
+        "drafter %s, k up to %d%s; batch up to %d, queue up to %d; prefix cache %s",
         engine.config.drafter.value,
         engine.config.max_draft_tokens,
+        " (batch-aware)" if engine.step_cost is not None else "",
         engine.config.max_batch_size,
         config.server.max_queued,
         "on" if engine.config.enable_prefix_cache else "off",

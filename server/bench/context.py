@@ -59,7 +59,9 @@ def bench_engine_config() -> Any:
     """
     from server.engine.params import EngineConfig
 
-    return EngineConfig(kv_cache_bytes=BENCH_KV_CACHE_BYTES, enable_prefix_cache=False)
+    return EngineConfig(
+        kv_cache_bytes=BENCH_KV_CACHE_BYTES, enable_prefix_cache=False, batch_aware_draft=True
+    )
 
 
 def context_from_pair(

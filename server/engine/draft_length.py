@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from server.engine.params import DrafterKind, EngineConfig
 from server.engine.sequence import Sequence
+from server.engine.step_cost import StepCost
 
 
 def expected_tokens(acceptance: float, num_draft: int) -> float:
@@ -45,6 +46,40 @@ def choose_num_draft(seq: Sequence, config: EngineConfig, max_context: int) -> i
             seq.acceptance_estimate, config.draft_cost_ratio, config.max_draft_tokens
         )
     return max(0, min(wanted, room))
+
+
+def cap_for_batch(
+    wanted: list[int],
+    acceptance: list[float],
+    uses_model: list[bool],
+    may_cap: list[bool],
+    cost: StepCost,
+) -> list[int]:
+    """Draft lengths for one batched step: each `wanted[i]`, capped where `may_cap[i]` at the
+    common cap with the most expected tokens per second for the whole batch.
+
+    A step costs one draft forward per draft position over the sequences still drafting there
+    (only `uses_model` ones: prompt lookup is free) plus one target forward over every sequence's
+    drafts and its own next token. Sequence i emits `expected_tokens(acceptance[i], k_i)`. Cap 0
+    is plain decoding, which a batch that already fills the target's flat region can prefer.
+    """
+    best_plan, best_rate = wanted, 0.0
+    # Ascending caps with a strict comparison: a tie keeps the cheaper, shorter plan.
+    for cap in range(max(wanted, default=0) + 1):
+        plan = [min(k, cap) if capped else k for k, capped in zip(wanted, may_cap, strict=True)]
+        tokens = sum(expected_tokens(a, k) for a, k in zip(acceptance, plan, strict=True))
+        rate = tokens / _step_seconds(plan, uses_model, cost)
+        if rate > best_rate:
+            best_plan, best_rate = plan, rate
+    return best_plan
+
+
+def _step_seconds(plan: list[int], uses_model: list[bool], cost: StepCost) -> float:
+    draft_s = sum(
+        cost.draft_s(sum(1 for k, model in zip(plan, uses_model, strict=True) if model and k > j))
+        for j in range(max(plan, default=0))
+    )
+    return draft_s + cost.target_s(sum(plan) + len(plan))
 
 
 def update_acceptance(

@@ -23,7 +23,7 @@ from models.kv_cache import BlockTable, OutOfBlocksError
 from models.transformer import Transformer
 from server.caches.prefix_cache import PrefixCache
 from server.engine.detokenizer import IncrementalDetokenizer
-from server.engine.draft_length import choose_num_draft, update_acceptance
+from server.engine.draft_length import cap_for_batch, choose_num_draft, update_acceptance
 from server.engine.drafters import ModelDrafter, Proposal, find_ngram_continuation
 from server.engine.model_runner import ForwardItem, ModelRunner
 from server.engine.params import (
@@ -36,6 +36,7 @@ from server.engine.params import (
 from server.engine.sampling import SamplingBatch
 from server.engine.sequence import SeqStatus, Sequence, SpecStats, TokenLogprob
 from server.engine.speculative import Verdict, accept
+from server.engine.step_cost import StepCost, calibrate
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,15 @@ class LLMEngine:
             self.target_prefixes = _prefix_cache(self.target, "target")
             if self.draft is not None:
                 self.draft_prefixes = _prefix_cache(self.draft, "draft")
+        # Measured forward costs by batch shape, for draft lengths that suit the whole batch.
+        self.step_cost: StepCost | None = None
+        if config.batch_aware_draft:
+            self.step_cost = calibrate(
+                self.target,
+                self.draft,
+                max_tokens=config.max_batch_size * (config.max_draft_tokens + 1),
+                max_rows=config.max_batch_size,
+            )
 
     # ----------------------------------------------------------------- requests
 
@@ -254,12 +264,18 @@ class LLMEngine:
 
     def _decode(self, seqs: list[Sequence]) -> None:
         num_draft = [choose_num_draft(seq, self.config, self.max_context) for seq in seqs]
+        lookups = self._look_up(seqs, num_draft)
+        num_draft = [
+            k if found is None else len(found) for k, found in zip(num_draft, lookups, strict=True)
+        ]
+        if self.step_cost is not None and len(seqs) > 1:
+            num_draft = self._fit_to_batch(seqs, num_draft, lookups, self.step_cost)
         self._make_room(seqs, num_draft)
         seqs = [seq for seq in seqs if seq.status is SeqStatus.RUNNING]
-        num_draft = num_draft[: len(seqs)]
+        num_draft, lookups = num_draft[: len(seqs)], lookups[: len(seqs)]
 
         started = time.perf_counter()
-        proposals = self._propose(seqs, num_draft)
+        proposals = self._propose(seqs, num_draft, lookups)
         drafted_at = time.perf_counter()
         items = [
             ForwardItem(seq.target_table, [seq.token_ids[-1]] + p.token_ids, len(p.token_ids) + 1)
@@ -278,19 +294,56 @@ class LLMEngine:
         self.totals.spec.draft_time_s += drafted_at - started
         self.totals.spec.verify_time_s += verified_at - drafted_at
 
-    def _propose(self, seqs: list[Sequence], num_draft: list[int]) -> list[Proposal]:
-        proposals = [Proposal([]) for _ in seqs]
-        model_rows = []
-        for i, (seq, k) in enumerate(zip(seqs, num_draft, strict=True)):
-            if k == 0 or seq.drafter is DrafterKind.MODEL:
-                continue
-            proposals[i].token_ids = find_ngram_continuation(
-                seq.token_ids, k, self.config.ngram_max, self.config.ngram_min
-            )
-            if not proposals[i].token_ids and seq.drafter is DrafterKind.COMBINED:
-                model_rows.append(i)
-        model_rows += [i for i, seq in enumerate(seqs) if seq.drafter is DrafterKind.MODEL]
-        model_rows = [i for i in model_rows if num_draft[i] > 0]
+    def _look_up(self, seqs: list[Sequence], num_draft: list[int]) -> list[list[int] | None]:
+        """Prompt-lookup drafts per sequence; None where the draft model is to propose instead."""
+        lookups: list[list[int] | None] = []
+        for seq, k in zip(seqs, num_draft, strict=True):
+            if k == 0:
+                lookups.append([])
+            elif seq.drafter is DrafterKind.MODEL:
+                lookups.append(None)
+            else:
+                found = find_ngram_continuation(
+                    seq.token_ids, k, self.config.ngram_max, self.config.ngram_min
+                )
+                falls_back = not found and seq.drafter is DrafterKind.COMBINED
+                lookups.append(None if falls_back else found)
+        return lookups
+
+    @staticmethod
+    def _fit_to_batch(
+        seqs: list[Sequence],
+        num_draft: list[int],
+        lookups: list[list[int] | None],
+        step_cost: StepCost,
+    ) -> list[int]:
+        """Cap draft lengths where the batch as a whole gains more from shorter drafts.
+
+        Requests with a fixed k keep it, and so do seeded sampled requests: their drafts draw
+        from their own random stream, so capping by batch would let other requests change them.
+        Greedy output does not depend on k at all.
+        """
+        may_cap = [
+            seq.fixed_num_draft is None and (seq.sampling.greedy or seq.sampling.seed is None)
+            for seq in seqs
+        ]
+        return cap_for_batch(
+            wanted=num_draft,
+            acceptance=[seq.acceptance_estimate for seq in seqs],
+            uses_model=[found is None for found in lookups],
+            may_cap=may_cap,
+            cost=step_cost,
+        )
+
+    def _propose(
+        self, seqs: list[Sequence], num_draft: list[int], lookups: list[list[int] | None]
+    ) -> list[Proposal]:
+        """Lookups cut to this step's length; the draft model for the rows without one."""
+        proposals = [
+            Proposal([] if found is None else found[:k])
+            for found, k in zip(lookups, num_draft, strict=True)
+        ]
+        model_rows = [i for i, found in enumerate(lookups) if found is None and num_draft[i] > 0]
         if model_rows and self.drafter is not None:
             drafted = self.drafter.propose(
                 [seqs[i] for i in model_rows], [num_draft[i] for i in model_rows]

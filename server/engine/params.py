@@ -118,6 +118,9 @@ class EngineConfig:
     # None: the target's own limit.
     max_context: int | None = None
     enable_prefix_cache: bool = True
+    # Time both models by batch shape at start-up, then cap draft lengths in batched steps
+    # where the batch gains more from shorter drafts (see draft_length.cap_for_batch).
+    batch_aware_draft: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_draft_tokens <= MAX_DRAFT_TOKENS:
