@@ -171,6 +171,30 @@ def test_seed_makes_sampling_reproducible(served: Served) -> None:
 
     assert sample(7) == sample(7)
     assert sample(11) == sample(11)
+    assert sample(7) != sample(11)  # the seed is used, not ignored
+
+
+def test_stop_string_through_the_client(served: Served) -> None:
+    """The client's `stop` cuts the text before the stop string, streamed or not."""
+    request = dict(
+        model=TARGET_NAME,
+        prompt="abc",
+        max_tokens=24,
+        temperature=GREEDY,
+        extra_body={"ignore_eos": True},
+    )
+    full = served.client.completions.create(**request)
+    text = full.choices[0].text
+    # A stop string taken from inside the greedy answer: it must end the answer there.
+    stop = text[5:7]
+    assert len(stop) == 2
+    expected = text[: text.index(stop)]
+
+    cut = served.client.completions.create(**request, stop=[stop])
+    assert cut.choices[0].text == expected
+    assert cut.choices[0].finish_reason == "stop"
+    stream = served.client.completions.create(**request, stop=stop, stream=True)
+    assert "".join(chunk.choices[0].text for chunk in stream if chunk.choices) == expected
 
 
 def test_completion_logprobs(served: Served) -> None:

@@ -63,10 +63,10 @@ def tiny_context(tmp_path_factory: pytest.TempPathFactory) -> BenchContext:
     return context_from_pair(pair, "fp32", "cpu", peers)
 
 
-def bench_args(out: Path) -> list[str]:
-    """One prompt per category, short answers, no warm-up, one round of cost forwards."""
+def bench_args(out: Path, limit: int = 1) -> list[str]:
+    """`limit` prompts per category, short answers, no warm-up, one round of cost forwards."""
     return [
-        *("--limit", "1", "--max-tokens", MAX_TOKENS, "--warmup", "0"),
+        *("--limit", str(limit), "--max-tokens", MAX_TOKENS, "--warmup", "0"),
         *("--cost-forwards", "1", "--out", str(out)),
     ]
 
@@ -74,7 +74,8 @@ def bench_args(out: Path) -> list[str]:
 def test_end_to_end_writes_results_and_passes_the_greedy_check(
     tiny_context: BenchContext, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    args = bench_args(tmp_path) + ["--methods", "all", "--k", "2", "--sampling", "greedy,sampled"]
+    args = bench_args(tmp_path, limit=2)
+    args += ["--methods", "all", "--k", "2", "--sampling", "greedy,sampled"]
     # Two of the four built-in categories keep the test fast; the others are the same code path.
     args += ["--categories", "code,math"]
     assert main(args, context=tiny_context) == EXIT_OK
@@ -82,6 +83,7 @@ def test_end_to_end_writes_results_and_passes_the_greedy_check(
     document = json.loads((tmp_path / "results.json").read_text())
     assert document["greedy_check"]["passed"]
     assert {p["group"] for p in document["prompts"]} == {"code", "math"}
+    assert len(document["prompts"]) == 4
     names = set(document["methods"])
     assert {"target", "spec-adaptive", "spec-k2", "ngram", "combined", "small"} <= names
     assert {"hf-target", "hf-assisted"} <= names
