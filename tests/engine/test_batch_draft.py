@@ -7,9 +7,8 @@ import pytest
 from server.engine.draft_length import cap_for_batch
 from server.engine.params import DrafterKind, SamplingParams, SpecParams
 from server.engine.step_cost import StepCost
-from tests.engine.helpers import VOCAB_SIZE, make_engine
+from tests.engine.helpers import make_engine
 from tests.engine.test_greedy import greedy, prompts
-from tests.tiny import tiny_model
 
 # A CPU-like target: a forward costs the same for up to 16 tokens, then grows.
 FLAT_TARGET = ((1, 1.0), (16, 1.0), (32, 2.0))
@@ -40,16 +39,6 @@ def test_uncappable_sequences_keep_their_length() -> None:
     plan = cap_for_batch([4, 4], [0.7, 0.7], [True, True], [False, True], ROW_BOUND_DRAFT)
     assert plan[0] == 4
     assert plan[1] < 4
-
-
-@pytest.fixture(scope="module")
-def target():
-    return tiny_model(VOCAB_SIZE, seed=0, head_scale=4.0)
-
-
-@pytest.fixture(scope="module")
-def draft():
-    return tiny_model(VOCAB_SIZE, seed=1, head_scale=4.0)
 
 
 @pytest.mark.parametrize("step_cost", [CHEAP_DRAFT, ROW_BOUND_DRAFT], ids=["cheap", "row-bound"])

@@ -9,7 +9,7 @@ from models.transformer import Transformer
 from server.engine.engine import LLMEngine
 from server.engine.params import DrafterKind, EngineConfig, SamplingParams, SpecParams
 from tests.engine.helpers import VOCAB_SIZE, make_engine, shifted_head_copy
-from tests.tiny import ours_from_hf, tiny_hf_model, tiny_model
+from tests.tiny import ours_from_hf, tiny_hf_model
 
 PROMPT_LENGTHS = (3, 11, 6, 20)
 MAX_TOKENS = 24
@@ -39,16 +39,6 @@ def hf_greedy(hf_model, prompt: list[int], max_tokens: int) -> list[int]:
             pad_token_id=0,
         )
     return out[0, len(prompt) :].tolist()
-
-
-@pytest.fixture(scope="module")
-def target() -> Transformer:
-    return tiny_model(VOCAB_SIZE, seed=0, head_scale=4.0)
-
-
-@pytest.fixture(scope="module")
-def draft() -> Transformer:
-    return tiny_model(VOCAB_SIZE, seed=1, head_scale=4.0)
 
 
 @pytest.fixture(scope="module")
