@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import transformers
 
+from models.checkpoint import load_checkpoint
 from models.kv_cache import BlockTable, KVCacheSpec
-from models.transformer import Linear, Transformer
+from models.transformer import Linear, Transformer, build_model
 from server.engine.model_runner import ForwardItem, ModelRunner
+from tests.conftest import make_tiny_hf_checkpoint
 from tests.tiny import ours_from_hf, tiny_hf_model
 
 TOLERANCE = 1e-4
@@ -48,10 +52,19 @@ def hf_logits(hf_model: transformers.PreTrainedModel, tokens: list[int]) -> torc
 
 
 @pytest.mark.parametrize("architecture", ["llama", "qwen2", "mistral"])
-def test_prefill_decode_verify_and_rollback_match_transformers(architecture: str) -> None:
-    hf_model = tiny_hf_model(architecture)
-    runner = SequenceRunner(ours_from_hf(hf_model))
-    tokens = torch.randint(0, 97, (30,), generator=torch.Generator().manual_seed(1)).tolist()
+def test_prefill_decode_verify_and_rollback_match_transformers(
+    tmp_path: Path, architecture: str
+) -> None:
+    # Both sides load the same safetensors directory: transformers its way, ours through
+    # load_checkpoint.
+    model_dir = make_tiny_hf_checkpoint(tmp_path, architecture)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    checkpoint = load_checkpoint(model_dir, torch.float32)
+    ours = build_model(checkpoint.config, checkpoint.state_dict, torch.float32, torch.device("cpu"))
+    runner = SequenceRunner(ours)
+    vocab_size = checkpoint.config.vocab_size
+    generator = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, vocab_size, (30,), generator=generator).tolist()
     table = runner.new_table()
 
     # Prefill 11 tokens, decode 3 one by one, verify 5 at once.
