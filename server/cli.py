@@ -224,11 +224,10 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
         "--no-prefix-cache", action="store_true", help="do not reuse KV of shared prompt prefixes"
     )
     group.add_argument(
-        "--no-batch-aware-draft",
+        "--batch-aware-draft",
         action="store_true",
-        help="keep each request's own draft length when several decode together (by default "
-        "both models are timed by batch shape at start-up and drafts are shortened, or skipped, "
-        "when that gives the batch more tokens per second)",
+        help="time both models by batch shape at start-up and, when several requests decode "
+        "together, shorten or skip drafts where that gives the batch more tokens per second",
     )
 
 
@@ -315,7 +314,7 @@ def parse_args(argv: Sequence[str] | None = None) -> LaunchConfig:
             kv_cache_bytes=int(args.kv_cache_gb * BYTES_PER_GIB),
             max_context=args.max_context,
             enable_prefix_cache=not args.no_prefix_cache,
-            batch_aware_draft=not args.no_batch_aware_draft,
+            batch_aware_draft=args.batch_aware_draft,
         )
         server = ServerConfig(
             host=args.host,

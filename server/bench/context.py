@@ -59,9 +59,7 @@ def bench_engine_config() -> Any:
     """
     from server.engine.params import EngineConfig
 
-    return EngineConfig(
-        kv_cache_bytes=BENCH_KV_CACHE_BYTES, enable_prefix_cache=False, batch_aware_draft=True
-    )
+    return EngineConfig(kv_cache_bytes=BENCH_KV_CACHE_BYTES, enable_prefix_cache=False)
 
 
 def context_from_pair(

@@ -22,6 +22,7 @@ def test_defaults() -> None:
     assert config.server.port == 8000
     assert config.engine.drafter is DrafterKind.COMBINED
     assert config.engine.enable_prefix_cache
+    assert not config.engine.batch_aware_draft
     assert config.default_model is None
 
 
@@ -33,6 +34,7 @@ def test_options_reach_the_configs() -> None:
             "--max-batch-size", "8", "--max-queued", "3", "--max-context", "2048",
             "--host", "0.0.0.0", "--port", "9001", "--log-level", "debug",
             "--no-prefix-cache", "--response-cache-size", "100", "--default-model", "big",
+            "--batch-aware-draft",
         ]
     )  # fmt: skip
     assert (config.load.target, config.load.draft) == ("big.gguf", "small.gguf")
@@ -43,6 +45,7 @@ def test_options_reach_the_configs() -> None:
     assert config.engine.max_batch_size == 8
     assert config.engine.max_context == 2048
     assert not config.engine.enable_prefix_cache
+    assert config.engine.batch_aware_draft
     assert config.server.max_queued == 3
     assert config.server.response_cache_size == 100
     assert (config.server.host, config.server.port) == ("0.0.0.0", 9001)
