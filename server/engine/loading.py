@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import time
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ def load_pair(
         draft_name = draft_ckpt.name
         del draft_ckpt
         make_cheaper(draft_model, tokenizer, draft_options or DraftOptions())
+    _return_freed_memory()
     return LoadedPair(
         target_name=target_name,
         draft_name=draft_name,
@@ -107,6 +109,20 @@ def load_pair(
         eos_token_ids=frozenset(eos),
         load_s=time.perf_counter() - started,
     )
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap freed by the dropped checkpoints back to the OS.
+
+    glibc keeps freed chunks in its arenas; after loading the packaged pair on the CPU that was
+    0.7 GB of resident memory the process no longer used (5.45 GB before, 4.75 GB after). Where
+    there is no glibc, nothing is done.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.malloc_trim(0)
 
 
 def make_cheaper(model: Transformer, tokenizer: object, options: DraftOptions) -> None:
