@@ -99,8 +99,8 @@ def calibrate(
     started = time.perf_counter()
     runners = [target] + ([draft] if draft is not None else [])
     counters = [(runner.num_computed_tokens, runner.busy_s) for runner in runners]
-    target_points = tuple((n, _time_target(target, n)) for n in target_sizes)
-    draft_points = tuple((r, _time_draft(draft, r)) for r in draft_sizes) if draft else ()
+    target_points = tuple((n, _time_forward(target, 1, n)) for n in target_sizes)
+    draft_points = tuple((r, _time_forward(draft, r, 1)) for r in draft_sizes) if draft else ()
     # Calibration is not serving: the runners' counters report requests' work only.
     for runner, (num_tokens, busy_s) in zip(runners, counters, strict=True):
         runner.num_computed_tokens, runner.busy_s = num_tokens, busy_s
@@ -119,19 +119,16 @@ def _has_room(runner: ModelRunner, lengths: list[int]) -> bool:
     return needed <= runner.allocator.num_free
 
 
-def _time_target(runner: ModelRunner, num_tokens: int) -> float:
-    table = _table_with_context(runner, 1)[0]
-    try:
-        item = ForwardItem(table, [DUMMY_TOKEN_ID] * num_tokens, num_tokens)
-        return _fastest(runner, [item], [table])
-    finally:
-        table.free(runner.allocator)
+def _time_forward(runner: ModelRunner, num_tables: int, tokens_each: int) -> float:
+    """Seconds of one forward of `tokens_each` new tokens, all scored, on `num_tables` sequences.
 
-
-def _time_draft(runner: ModelRunner, num_rows: int) -> float:
-    tables = _table_with_context(runner, num_rows)
+    The target is timed as one sequence of n tokens (a verify), the draft as r sequences of one.
+    """
+    tables = _table_with_context(runner, num_tables)
     try:
-        items = [ForwardItem(table, [DUMMY_TOKEN_ID], 1) for table in tables]
+        items = [
+            ForwardItem(table, [DUMMY_TOKEN_ID] * tokens_each, tokens_each) for table in tables
+        ]
         return _fastest(runner, items, tables)
     finally:
         for table in tables:
